@@ -1,0 +1,69 @@
+"""`splade-export`: the command line over export.pipeline. Errors are one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import SpladeError
+from ..kernels import DEFAULT_VOCAB_CHUNK
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="splade-export",
+        description="Export a SPLADE model (BertForMaskedLM + max pooling) to fused fp32/fp16 ONNX with a "
+                    "verified manifest. MODEL: a Hugging Face hub id, a transformers directory or a "
+                    "sentence-transformers SparseEncoder directory; omitted: the bundled splade-tiny-msmarco.",
+    )
+    p.add_argument("model", nargs="?", help="hub id or local directory (default: bundled splade-tiny-msmarco)")
+    p.add_argument("-o", "--output", help="directory to write (must not exist unless --force)")
+    p.add_argument("--check", metavar="EXPORT_DIR", help="re-run the parity check of an existing export")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
+    p.add_argument("--vocab-chunk", type=int, default=DEFAULT_VOCAB_CHUNK,
+                   help="vocab columns per projection chunk: bounds memory to batch x seq x chunk floats")
+    p.add_argument("--no-fp16", action="store_true", help="skip the fp16 (GPU) graph")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.check:
+            from .pipeline import recheck
+
+            recheck(args.check)
+        else:
+            if not args.output:
+                _parser().error("-o/--output is required (or --check EXPORT_DIR)")
+            if args.vocab_chunk < 1:
+                _parser().error("--vocab-chunk must be positive")
+            from .pipeline import export_model
+
+            export_model(args.model, args.output, force=args.force, max_length=args.max_length,
+                         vocab_chunk=args.vocab_chunk, fp16=not args.no_fp16)
+    except SpladeError as e:
+        if args.verbose:
+            raise
+        print(f"splade-export: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        if args.verbose:
+            raise
+        print(f"splade-export: error: {e.name or e} is not installed; pip install 'splade-rt[export]'", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("splade-export: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug or an unforeseen model: still one line unless --verbose
+        if args.verbose:
+            raise
+        print(f"splade-export: error: {type(e).__name__}: {e} (re-run with --verbose for details)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The parity check every export runs: ONNX graphs against the torch reference on real text.
+
+Reference: transformers BertForMaskedLM and the pooling exactly as sentence-transformers'
+SpladePooling computes it (mask the logits, relu, log1p, max over tokens). The reference
+tokenizer is transformers' (AutoTokenizer); the exported tokenizer.json must give the same ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..manifest import ATTENTION_MASK, INPUT_IDS, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
+from .texts import parity_texts
+
+FP32_MAX_REL_DIFF = 1e-4  # of the largest reference value
+FP16_MIN_TOP64_OVERLAP = 0.98
+TOP = 64
+
+FP16_CPU_METHOD = (
+    "onnxruntime CPUExecutionProvider on the fp16 graph: checks the fp16 weights, graph and fp16 TopK/outputs "
+    "wiring; the CPU EP casts ops without fp16 kernels to fp32, so fp16 arithmetic itself is exercised only "
+    "on a CUDA device (splade-export --check on a GPU machine, or tests/test_gpu.py)"
+)
+
+
+def reference_tokenize(source_dir: Path, texts: list[str], max_length: int, lowercase: bool):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(source_dir), use_fast=True)
+    if lowercase:
+        texts = [t.lower() for t in texts]
+    enc = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+def reference_embeddings(mlm, input_ids: np.ndarray, attention_mask: np.ndarray, activation: str,
+                         batch: int = 8) -> np.ndarray:
+    """sentence-transformers' SpladePooling, written out: mask, relu, log1p (twice for log1p_relu), max."""
+    import torch
+
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(input_ids), batch):
+            ids = torch.from_numpy(input_ids[i:i + batch])
+            mask = torch.from_numpy(attention_mask[i:i + batch])
+            logits = mlm(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).logits
+            values = torch.log1p(torch.relu(logits * mask.unsqueeze(-1).to(logits.dtype)))
+            if activation == "log1p_relu":
+                values = torch.log1p(values)
+            rows.append(values.max(dim=1).values.numpy())
+    return np.concatenate(rows)
+
+
+def run_graph(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, top: int = TOP):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sparse, values, indices = session.run(
+        [OUT_SPARSE, OUT_TOP_VALUES, OUT_TOP_INDICES],
+        {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask, TOP_K: np.array([top], dtype=np.int64)},
+    )
+    return sparse, values, indices
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, top: int = TOP) -> dict[str, Any]:
+    """Numbers a user can check a claim of 'identical results' against."""
+    diff = np.abs(reference - candidate)
+    overlaps, argmax_same, jaccard = [], [], []
+    for ref, cand in zip(reference, candidate):
+        k = min(top, int((ref > 0).sum()))
+        if k:
+            ref_top = set(np.argsort(-ref, kind="stable")[:k].tolist())
+            cand_top = set(np.argsort(-cand, kind="stable")[:k].tolist())
+            overlaps.append(len(ref_top & cand_top) / k)
+        argmax_same.append(int(np.argmax(ref)) == int(np.argmax(cand)))
+        nz_ref, nz_cand = set(np.flatnonzero(ref).tolist()), set(np.flatnonzero(cand).tolist())
+        union = nz_ref | nz_cand
+        jaccard.append(len(nz_ref & nz_cand) / len(union) if union else 1.0)
+    scale = float(np.abs(reference).max())
+    return {
+        "texts": int(len(reference)),
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float(diff.max() / scale) if scale else float(diff.max()),
+        "reference_max_value": scale,
+        f"top{top}_overlap_mean": float(np.mean(overlaps)),
+        f"top{top}_overlap_min": float(np.min(overlaps)),
+        "argmax_same": bool(all(argmax_same)),
+        "nonzero_jaccard_min": float(np.min(jaccard)),
+    }
+
+
+def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> dict[str, Any]:
+    """Run every graph on the parity texts and decide pass/fail for each against the bars."""
+    from tokenizers import Tokenizer
+
+    texts = parity_texts()
+    input_ids, attention_mask = reference_tokenize(source.tokenizer_dir, texts, source.max_length, source.lowercase)
+    ours = Tokenizer.from_file(str(tokenizer_json))
+    ours.no_padding()
+    ours.enable_truncation(source.max_length)
+    ids_match = all(
+        enc.ids == row[mask.astype(bool)].tolist()
+        for enc, row, mask in zip(ours.encode_batch([t.lower() if source.lowercase else t for t in texts]),
+                                  input_ids, attention_mask)
+    )
+    reference = reference_embeddings(mlm, input_ids, attention_mask, source.activation)
+    report: dict[str, Any] = {
+        "texts": len(texts),
+        "padded_shape": list(input_ids.shape),
+        "tokenizer_ids_match": ids_match,
+        "reference": "transformers BertForMaskedLM (fp32, torch) + sentence-transformers SpladePooling math",
+    }
+    ok = ids_match
+    for precision, path in graphs.items():
+        sparse, values, indices = run_graph(path, input_ids, attention_mask)
+        stats = compare(reference, sparse)
+        # The TopK output must pick the dense output's largest values, in order. Not bit-equal on the CPU
+        # EP for fp16: it removes cast pairs, so TopK sees fp32 values while `sparse` is rounded to fp16.
+        expect_top = np.take_along_axis(sparse, indices, axis=1)
+        stats["topk_output_consistent"] = bool(
+            np.allclose(expect_top, values, rtol=2e-3, atol=1e-3) and np.all(np.diff(values, axis=1) <= 0)
+        )
+        if precision == "fp32":
+            stats["bar"] = f"max_rel_diff <= {FP32_MAX_REL_DIFF}"
+            stats["passed"] = stats["max_rel_diff"] <= FP32_MAX_REL_DIFF and stats["topk_output_consistent"]
+            stats["method"] = "onnxruntime CPUExecutionProvider"
+        else:
+            stats["bar"] = f"top{TOP}_overlap_mean >= {FP16_MIN_TOP64_OVERLAP} and same argmax term"
+            stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= FP16_MIN_TOP64_OVERLAP and stats["argmax_same"]
+                               and stats["topk_output_consistent"])
+            stats["method"] = FP16_CPU_METHOD
+        ok = ok and stats["passed"]
+        report[precision] = stats
+    report["passed"] = bool(ok)
+    return report
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    lines = [f"parity on {report['texts']} texts (padded batch {report['padded_shape']}), "
+             f"tokenizer ids match: {report['tokenizer_ids_match']}"]
+    for precision in ("fp32", "fp16"):
+        if precision in report:
+            s = report[precision]
+            lines.append(
+                f"  {precision}: max abs diff {s['max_abs_diff']:.2e} ({s['max_rel_diff']:.2e} of max), "
+                f"top-{TOP} overlap mean {s[f'top{TOP}_overlap_mean']:.4f} min {s[f'top{TOP}_overlap_min']:.4f}, "
+                f"argmax same {s['argmax_same']}, non-zero Jaccard min {s['nonzero_jaccard_min']:.4f} "
+                f"-> {'PASS' if s['passed'] else 'FAIL'} ({s['bar']})"
+            )
+    return lines

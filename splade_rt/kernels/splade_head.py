@@ -1,0 +1,148 @@
+"""The fused SPLADE head, written as ONNX nodes after the exported encoder.
+
+Why by hand: every other exporter pulls [batch, seq, vocab] logits out of the graph to pool them.
+Here the pooling is reduced first and the projection is cut in vocab chunks, so the largest live
+tensor is [batch, seq, chunk]:
+
+  * log1p(relu(.)) (and its log1p_relu variant) is monotone, so max over tokens commutes with it:
+    max the raw logits, then activate a [batch, vocab] tensor.
+  * The decoder bias is constant along tokens, so it is added after the max (exact: rounding of
+    x + b is monotone in x).
+  * Padding is masked without touching the big tensor: a padded token's hidden state is replaced
+    by a real token's of the same row, so its logits repeat ones already in the max. Rows with no
+    real token are zeroed at the end, as sentence-transformers' masked pooling gives.
+  * Each chunk's weight is Transpose(Slice(tied embedding)): the file stores the tied weight once;
+    onnxruntime folds the slices into prepacked constants when the session loads.
+  * log1p is computed as log(u) * x / (u - 1), u = 1 + x (Goldberg), so tiny activations are not
+    rounded to zero: the non-zero set matches torch.log1p.
+
+Outputs: the dense [batch, vocab] vector, a TopK with k fed at run time, and the non-zeros in
+coordinate form, so a caller on a GPU can bring back only batch x k or nnz numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_VOCAB_CHUNK = 4096
+
+_ACTIVATIONS = ("relu", "log1p_relu")
+
+
+def append_splade_head(
+    model,  # onnx.ModelProto whose single output is the MLM-transformed hidden state [batch, seq, hidden]
+    decoder_weight: np.ndarray,
+    decoder_bias: np.ndarray,
+    *,
+    activation: str = "relu",
+    vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
+):
+    """Replace the model's hidden-state output with the SPLADE outputs (see module docstring)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ..manifest import (
+        ATTENTION_MASK,
+        OUT_NZ_INDEX,
+        OUT_NZ_VALUE,
+        OUT_SPARSE,
+        OUT_TOP_INDICES,
+        OUT_TOP_VALUES,
+        TOP_K,
+    )
+
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} not supported (expected one of {_ACTIVATIONS})")
+    graph = model.graph
+    if len(graph.output) != 1:
+        raise ValueError("the encoder graph must have exactly one output (the hidden state)")
+    hidden = graph.output[0].name
+    vocab, width = decoder_weight.shape
+    weight_name = _find_initializer(graph, decoder_weight)
+    if weight_name is None:  # untied decoder: store it
+        weight_name = "splade.decoder_weight"
+        graph.initializer.append(numpy_helper.from_array(decoder_weight.astype(np.float32), weight_name))
+
+    nodes = []
+    inits = [
+        numpy_helper.from_array(decoder_bias.astype(np.float32), "splade.decoder_bias"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "splade.one"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "splade.zero"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "splade.axis0"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "splade.axis1"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "splade.axis2"),
+    ]
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=f"splade/{output}", **attrs))
+        return output
+
+    # Padding: swap each padded token's hidden state for a real token's (first one in the row).
+    first = node("ArgMax", [ATTENTION_MASK], "first_token", axis=1, keepdims=1)  # [B, 1]
+    anchor = node("GatherND", [hidden, first], "anchor_hidden", batch_dims=1)  # [B, H]
+    anchor = node("Unsqueeze", [anchor, "splade.axis1"], "anchor_hidden3")  # [B, 1, H]
+    real = node("Cast", [ATTENTION_MASK], "mask_bool", to=TensorProto.BOOL)
+    real = node("Unsqueeze", [real, "splade.axis2"], "mask_bool3")  # [B, S, 1]
+    states = node("Where", [real, hidden, anchor], "pooled_hidden")  # [B, S, H]
+
+    maxima = []
+    for start in range(0, vocab, vocab_chunk):
+        stop = min(start + vocab_chunk, vocab)
+        tag = f"{start}_{stop}"
+        inits += [
+            numpy_helper.from_array(np.array([start], dtype=np.int64), f"splade.start_{tag}"),
+            numpy_helper.from_array(np.array([stop], dtype=np.int64), f"splade.stop_{tag}"),
+        ]
+        rows = node("Slice", [weight_name, f"splade.start_{tag}", f"splade.stop_{tag}", "splade.axis0"], f"w_{tag}")
+        cols = node("Transpose", [rows], f"wt_{tag}", perm=[1, 0])  # [H, C]
+        logits = node("MatMul", [states, cols], f"logits_{tag}")  # [B, S, C]
+        maxima.append(node("ReduceMax", [logits], f"max_{tag}", axes=[1], keepdims=0))  # [B, C]
+    top = node("Concat", maxima, "max_logits", axis=1) if len(maxima) > 1 else maxima[0]
+    top = node("Add", [top, "splade.decoder_bias"], "max_logits_biased")
+    value = node("Relu", [top], "relu")
+    value = _log1p(node, value, "log1p")
+    if activation == "log1p_relu":
+        value = _log1p(node, value, "log1p2")
+    # Rows without any real token pool to zero, as masked pooling in torch gives.
+    any_real = node("ReduceMax", [ATTENTION_MASK], "any_token", axes=[1], keepdims=1)  # [B, 1] int64
+    any_real = node("Cast", [any_real], "any_token_f", to=TensorProto.FLOAT)
+    sparse = node("Mul", [value, any_real], OUT_SPARSE)
+
+    nodes.append(helper.make_node("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], name="splade/topk",
+                                  axis=-1, largest=1, sorted=1))
+    nz = node("NonZero", [sparse], OUT_NZ_INDEX)  # [2, nnz], row-major
+    nz_t = node("Transpose", [nz], "nonzero_index_t", perm=[1, 0])
+    node("GatherND", [sparse, nz_t], OUT_NZ_VALUE)
+
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    graph.input.append(helper.make_tensor_value_info(TOP_K, TensorProto.INT64, [1]))
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info(OUT_SPARSE, TensorProto.FLOAT, ["batch", vocab]),
+        helper.make_tensor_value_info(OUT_TOP_VALUES, TensorProto.FLOAT, ["batch", "k"]),
+        helper.make_tensor_value_info(OUT_TOP_INDICES, TensorProto.INT64, ["batch", "k"]),
+        helper.make_tensor_value_info(OUT_NZ_INDEX, TensorProto.INT64, [2, "nnz"]),
+        helper.make_tensor_value_info(OUT_NZ_VALUE, TensorProto.FLOAT, ["nnz"]),
+    ])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _log1p(node, x: str, tag: str) -> str:
+    """log1p without rounding tiny x to zero: log(u) * x / (u - 1) where u = 1 + x != 1, else x."""
+    u = node("Add", [x, "splade.one"], f"{tag}_u")
+    d = node("Sub", [u, "splade.one"], f"{tag}_d")
+    exact = node("Equal", [d, "splade.zero"], f"{tag}_tiny")
+    ratio = node("Div", [node("Mul", [node("Log", [u], f"{tag}_log"), x], f"{tag}_num"), d], f"{tag}_ratio")
+    return node("Where", [exact, x, ratio], tag)
+
+
+def _find_initializer(graph, array: np.ndarray) -> str | None:
+    from onnx import numpy_helper
+
+    for init in graph.initializer:
+        if tuple(init.dims) == array.shape:
+            if np.array_equal(numpy_helper.to_array(init), array):
+                return init.name
+    return None
