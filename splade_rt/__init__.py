@@ -1,0 +1,26 @@
+"""splade-rt: fast SPLADE sparse encoding over a fused ONNX graph.
+
+    from splade_rt import SpladeEncoder
+    enc = SpladeEncoder("out/", device="auto")
+    q = enc.encode_query(["what is splade"], top_k=64)
+
+Exporting (`splade-export`, `splade_rt.export`) needs the export extra; this top-level import
+pulls in only numpy and tokenizers, and onnxruntime when an encoder is created.
+"""
+
+from .errors import DatasetError, DeviceError, ExportDirError, ModelSourceError, SpladeError
+from .runtime import SparseEmbeddings, SparseVector, SpladeEncoder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DatasetError",
+    "DeviceError",
+    "ExportDirError",
+    "ModelSourceError",
+    "SparseEmbeddings",
+    "SparseVector",
+    "SpladeEncoder",
+    "SpladeError",
+    "__version__",
+]

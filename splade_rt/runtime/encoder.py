@@ -1,0 +1,284 @@
+"""SpladeEncoder: texts in, sparse vectors out, over an exported directory.
+
+The hot path is: tokenize (Rust), sort by token count, cut batches by count and token budget,
+run the fused graph, and assemble CSR rows in input order. Nothing here holds per-call state, so
+one encoder serves many threads (onnxruntime sessions are thread-safe for run()).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExportDirError
+from ..manifest import (
+    ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, read_manifest,
+    sha256_file,
+)
+from .embeddings import SparseEmbeddings, SparseVector, concat, dot_scores
+from .session import Placement, open_session
+
+logger = logging.getLogger("splade_rt")
+
+DEFAULT_BATCH_TOKENS = 8192
+
+
+class SpladeEncoder:
+    """Encode queries and documents into SPLADE sparse vectors with onnxruntime.
+
+    device: "auto" (CUDA if its execution provider loads, else CPU with a warning saying why),
+    "cuda"/"cuda:N" (an error if CUDA can't run), or "cpu". threads: intra-op threads for the CPU
+    (default: the cores this process may use). max_length: truncate below the export's max length.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", *, variant: str | None = None,
+                 threads: int | None = None, max_length: int | None = None,
+                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, spinning: bool = False, verify: bool = True,
+                 io_binding: bool | None = None) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        tok = self.manifest["tokenizer"]
+        self.max_length = int(tok["max_length"])
+        if max_length is not None:
+            if not 2 <= max_length <= self.max_length:
+                raise ValueError(f"max_length {max_length}: must be between 2 and the export's {self.max_length}")
+            self.max_length = max_length
+        self.lowercase = bool(tok.get("lowercase", False))
+        self.pad_id = int(tok.get("pad_id", 0))
+        self.dim = int(self.manifest["model"]["vocab_size"])
+        self.similarity_fn_name = self.manifest["model"].get("similarity", "dot")
+        if max_batch_tokens < self.max_length:
+            raise ValueError(f"max_batch_tokens {max_batch_tokens} is below one full-length text ({self.max_length})")
+        self.max_batch_tokens = max_batch_tokens
+        self._tokenizer = _load_tokenizer(self.path / tok["file"], self.manifest, self.max_length, verify)
+        self.vocab = _Vocab(self._tokenizer, self.dim)
+        self.placement: Placement = open_session(self.path, self.manifest, device, variant=variant,
+                                                 threads=threads, spinning=spinning, verify=verify)
+        # IOBinding keeps inputs and the [batch, vocab] tensor on the device; on the CPU plain run() is cheaper.
+        self._io_binding = self.placement.device == "cuda" if io_binding is None else io_binding
+
+    # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        return self.placement.device
+
+    @property
+    def provider(self) -> str:
+        return self.placement.session.get_providers()[0]
+
+    def __repr__(self) -> str:
+        return (f"SpladeEncoder({str(self.path)!r}, device={self.device!r}, graph={self.placement.file!r}, "
+                f"max_length={self.max_length})")
+
+    def encode(self, texts: str | Sequence[str], *, batch_size: int = 32, top_k: int | None = None,
+               threshold: float | None = None, show_progress_bar: bool = False,
+               max_active_dims: int | None = None) -> SparseEmbeddings:
+        """Sparse vectors in input order. top_k (alias max_active_dims) keeps each row's k largest
+        weights, computed on the device; threshold drops weights <= threshold."""
+        texts = _check_texts(texts)
+        top_k = top_k if top_k is not None else max_active_dims
+        if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        if not texts:
+            return SparseEmbeddings.empty(self.dim, self.vocab)
+        cut = 0.0 if threshold is None else float(threshold)
+        k = min(int(top_k), self.dim) if top_k is not None else None
+
+        encodings = self._tokenize(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        truncated = sum(1 for e in encodings if e.overflowing)
+        if truncated:
+            logger.info("splade-rt: %d of %d texts truncated to %d tokens", truncated, len(texts), self.max_length)
+        order = np.argsort(-lengths, kind="stable")  # longest first: the biggest batch fails first, if at all
+        parts, done = [], []
+        bar = _progress(len(texts), show_progress_bar)
+        for rows in _batches(order, lengths, batch_size, self.max_batch_tokens):
+            ids, mask = self._pad([encodings[i] for i in rows], int(lengths[rows[0]]))
+            parts.append(self._run(ids, mask, k, cut))
+            done.append(rows)
+            if bar is not None:
+                bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        result = concat(parts).take(np.argsort(np.concatenate(done), kind="stable"))
+        result.truncated = truncated
+        return result
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> SparseEmbeddings:
+        return self.encode(texts, **kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> SparseEmbeddings:
+        return self.encode(texts, **kwargs)
+
+    def similarity(self, a: SparseEmbeddings | SparseVector, b: SparseEmbeddings | SparseVector) -> np.ndarray:
+        """Dot products [len(a), len(b)] (the SPLADE score), as a dense numpy array."""
+        a, b = _as_batch(a, self.dim), _as_batch(b, self.dim)
+        scores = dot_scores(a, b)
+        if self.similarity_fn_name == "cosine":
+            norms_a = np.sqrt(dot_scores(a, a).diagonal())[:, None]
+            norms_b = np.sqrt(dot_scores(b, b).diagonal())[None, :]
+            scores = scores / np.maximum(norms_a * norms_b, 1e-12)
+        return scores
+
+    def decode(self, vector: SparseVector | SparseEmbeddings, top_k: int | None = None):
+        """[(token, weight), ...] by descending weight; a list of those for a batch."""
+        if isinstance(vector, SparseEmbeddings):
+            return [v.decode(top_k) for v in vector]
+        if isinstance(vector, SparseVector):
+            return SparseVector(vector.indices, vector.values, vector.dim, self.vocab).decode(top_k)
+        raise TypeError(f"decode takes a SparseVector or SparseEmbeddings, not {type(vector).__name__}")
+
+    def tokenize(self, texts: str | Sequence[str]) -> list[list[int]]:
+        """Token ids exactly as the encoder feeds them to the graph (after truncation)."""
+        return [e.ids for e in self._tokenize(_check_texts(texts))]
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _tokenize(self, texts: list[str]):
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        if len(texts) == 1:
+            return [self._tokenizer.encode(texts[0])]
+        return self._tokenizer.encode_batch_fast(texts) if hasattr(self._tokenizer, "encode_batch_fast") \
+            else self._tokenizer.encode_batch(texts)
+
+    def _pad(self, encodings, width: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = 1
+        return ids, mask
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, k: int | None, cut: float) -> SparseEmbeddings:
+        wanted = [OUT_TOP_VALUES, OUT_TOP_INDICES] if k else [OUT_NZ_INDEX, OUT_NZ_VALUE]
+        top = np.array([k or 1], dtype=np.int64)
+        if self._io_binding:
+            first, second = self._run_bound(ids, mask, top, wanted)
+        else:
+            first, second = self.placement.session.run(wanted, {INPUT_IDS: ids, ATTENTION_MASK: mask, TOP_K: top})
+        if k:
+            return _csr_from_topk(first, second, cut, self.dim, self.vocab)
+        return _csr_from_coo(first, second, cut, len(ids), self.dim, self.vocab)
+
+    def _run_bound(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str]):
+        """Inputs copied to the device once; only the wanted (small) outputs are bound to host memory:
+        the [batch, vocab] tensor is never bound, so it never leaves the device."""
+        import onnxruntime as ort
+
+        kind, index = self.placement.device, self.placement.device_id
+        binding = self.placement.session.io_binding()
+        binding.bind_ortvalue_input(INPUT_IDS, ort.OrtValue.ortvalue_from_numpy(ids, kind, index))
+        binding.bind_ortvalue_input(ATTENTION_MASK, ort.OrtValue.ortvalue_from_numpy(mask, kind, index))
+        binding.bind_cpu_input(TOP_K, top)  # a shape input: TopK reads k from host memory
+        for name in wanted:
+            binding.bind_output(name, "cpu")
+        self.placement.session.run_with_iobinding(binding)
+        return [value.numpy() for value in binding.get_outputs()]
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or texts is None or not isinstance(texts, Sequence) and not hasattr(
+            texts, "__iter__"):
+        raise TypeError(f"texts must be a str or a list of str, not {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}), expected str")
+    return texts
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int):
+    """Cut the length-sorted order into batches of at most batch_size rows and max_tokens padded tokens."""
+    start = 0
+    while start < len(order):
+        width = int(lengths[order[start]])  # longest in this batch: sorted descending
+        rows = max(1, min(batch_size, max_tokens // max(width, 1)))
+        yield order[start:start + rows]
+        start += rows
+
+
+def _csr_from_topk(values: np.ndarray, indices: np.ndarray, cut: float, dim: int, vocab) -> SparseEmbeddings:
+    keep = values > cut
+    cols = np.where(keep, indices, dim)  # dropped entries sort last
+    order = np.argsort(cols, axis=1, kind="stable")
+    cols = np.take_along_axis(cols, order, axis=1)
+    vals = np.take_along_axis(values, order, axis=1)
+    keep = cols < dim
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    return SparseEmbeddings(indptr, cols[keep], vals[keep], dim, vocab)
+
+
+def _csr_from_coo(coords: np.ndarray, values: np.ndarray, cut: float, rows: int, dim: int, vocab) -> SparseEmbeddings:
+    keep = values > cut  # NonZero is row-major: columns already ascend within a row
+    row = coords[0][keep]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=rows))])
+    return SparseEmbeddings(indptr, coords[1][keep], values[keep], dim, vocab)
+
+
+def _as_batch(x: SparseEmbeddings | SparseVector, dim: int) -> SparseEmbeddings:
+    if isinstance(x, SparseEmbeddings):
+        return x
+    if isinstance(x, SparseVector):
+        return SparseEmbeddings(np.array([0, len(x)]), x.indices, x.values, x.dim, x.vocab)
+    raise TypeError(f"expected SparseEmbeddings or SparseVector, not {type(x).__name__}")
+
+
+def _load_tokenizer(path: Path, manifest: dict, max_length: int, verify: bool):
+    from tokenizers import Tokenizer
+
+    if not path.is_file():
+        raise ExportDirError(f"{path}: missing (the export's tokenizer)")
+    expected = manifest["files"].get(path.name, {}).get("sha256")
+    if verify and expected and sha256_file(path) != expected:
+        raise ExportDirError(f"{path}: contents differ from the manifest's hash (corrupt or replaced)")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
+        raise ExportDirError(f"{path}: not a valid tokenizers file ({str(e)[:160]})") from None
+    tokenizer.no_padding()  # we pad per batch to its longest row
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+class _Vocab(Sequence):
+    """id -> token, built on first use (decode, rank_features) rather than at load."""
+
+    def __init__(self, tokenizer, size: int) -> None:
+        self._tokenizer, self._size, self._tokens = tokenizer, size, None
+
+    def _table(self) -> list[str]:
+        if self._tokens is None:
+            tokens = [f"[unused:{i}]" for i in range(self._size)]
+            for token, i in self._tokenizer.get_vocab().items():
+                if i < self._size:
+                    tokens[i] = token
+            self._tokens = tokens
+        return self._tokens
+
+    def __getitem__(self, i):
+        return self._table()[i]
+
+    def __len__(self) -> int:
+        return self._size
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        logger.warning("splade-rt: show_progress_bar needs tqdm (pip install tqdm); encoding without it")
+        return None
+    return tqdm(total=total, desc="Encoding", unit="text")
