@@ -77,7 +77,7 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
                             token_type_ids=torch.zeros_like(input_ids))
             return self.transform(out[0])
 
-    ids = torch.tensor([[101, 7592, 2088, 102, 0], [101, 7592, 2088, 2003, 102]], dtype=torch.long)
+    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 5, 7, 9, 2]], dtype=torch.long) % config.vocab_size
     mask = (ids != 0).long()
     mask[1] = 1
     with _quiet(), torch.no_grad():

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--top", type=int, default=10, help="terms to print per text")
     p.add_argument("--json", action="store_true", help="print Qdrant-style JSON vectors instead")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
     try:
         from ..runtime import SpladeEncoder

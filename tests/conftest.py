@@ -1,0 +1,118 @@
+"""Shared fixtures: one real export of the bundled model per session, tiny random models, real text."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPLADE_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    from splade_rt.export.source import default_model_dir as bundled
+
+    return bundled()
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory) -> Path:
+    """The bundled real model, exported once (fp32 + fp16) for every test that needs a real graph."""
+    from splade_rt.export.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("export") / "splade-tiny"
+    export_model(None, out, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def st_dir(tmp_path_factory, default_model_dir) -> Path:
+    """The bundled model saved by the installed sentence-transformers (its current layout)."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    mlm = MLMTransformer(str(default_model_dir))
+    model = SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device="cpu")
+    out = tmp_path_factory.mktemp("st") / "splade-tiny-st"
+    model.save(str(out))
+    return out
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+@pytest.fixture(scope="session")
+def real_pairs() -> tuple[list[str], list[str]]:
+    """200 query/passage pairs of real text: SciFact queries with their relevant abstracts."""
+    scifact = DATA / "scifact"
+    if not (scifact / "corpus.jsonl").is_file():
+        pytest.skip(f"real retrieval data not found at {scifact} (set SPLADE_SHARED)")
+    corpus = {d["_id"]: (d.get("title", "") + " " + d["text"]).strip() for d in read_jsonl(scifact / "corpus.jsonl")}
+    queries = {q["_id"]: q["text"] for q in read_jsonl(scifact / "queries.jsonl")}
+    pairs = []
+    with open(scifact / "qrels" / "test.tsv", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            qid, did, _ = line.rstrip("\n").split("\t")
+            pairs.append((queries[qid], corpus[did]))
+            if len(pairs) == 200:
+                break
+    return [q for q, _ in pairs], [d for _, d in pairs]
+
+
+def make_tiny_model(directory: Path, *, tied: bool = True, layout: str = "transformers",
+                    activation: str = "relu", tokenizer_json: bool = True, seed: int = 0) -> Path:
+    """A random BERT-MLM small enough to export in a second, with a real WordPiece vocabulary slice."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    words = ("the a of to and in is was for on with as by at from it that this be are what how why who "
+             "capital city country music song musical clown egg boil water cell gene protein cancer "
+             "vitamin bone immune vaccine climate weather rain river sea ##s ##ing ##ed ##er ##ly").split()
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(3)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(i) for i in range(10)] + list(".,?!'-")
+    vocab += [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)] + words
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, tie_word_embeddings=tied)
+    model = BertForMaskedLM(config).eval()
+    with torch.no_grad():  # larger logits than the init gives, so pooling yields many non-zeros
+        model.cls.predictions.bias.normal_(0, 1.0)
+        if not tied:
+            model.cls.predictions.decoder.weight.normal_(0, 0.5)
+    model_dir = directory
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(model_dir))
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt"), do_lower_case=True, model_max_length=64)
+    tok.save_pretrained(str(model_dir))
+    if not tokenizer_json:
+        (model_dir / "tokenizer.json").unlink()
+    if layout == "sentence-transformers":
+        (directory / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.sparse_encoder.models.MLMTransformer"},
+            {"idx": 1, "name": "1", "path": "1_SpladePooling",
+             "type": "sentence_transformers.sparse_encoder.models.SpladePooling"},
+        ]))
+        (directory / "config_sentence_transformers.json").write_text(json.dumps(
+            {"model_type": "SparseEncoder", "similarity_fn_name": "dot", "prompts": {}}))
+        (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48, "do_lower_case": False}))
+        (directory / "1_SpladePooling").mkdir()
+        (directory / "1_SpladePooling" / "config.json").write_text(json.dumps(
+            {"pooling_strategy": "max", "activation_function": activation, "word_embedding_dimension": len(vocab)}))
+    return directory

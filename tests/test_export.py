@@ -1,0 +1,204 @@
+"""splade-export: graphs that match the torch reference, a truthful manifest, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import SHARED, make_tiny_model
+
+from splade_rt.export.cli import main as export_main
+from splade_rt.export.pipeline import export_model
+from splade_rt.manifest import read_manifest
+
+TEXTS = ["is send in the clowns from a musical", "", "Canberra is the capital city of Australia. " * 3]
+
+
+def run_sparse(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["sparse"], {"input_ids": ids, "attention_mask": mask, "top_k": np.array([8])})[0]
+
+
+def tokenized(directory: Path, texts=TEXTS, max_length: int = 512):
+    from transformers import AutoTokenizer
+
+    enc = AutoTokenizer.from_pretrained(str(directory))(texts, padding=True, truncation=True, max_length=max_length,
+                                                        return_tensors="np")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+def test_default_export_passes_parity_and_records_it(export_dir):
+    manifest = read_manifest(export_dir)
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["tokenizer_ids_match"]
+    assert parity["fp32"]["max_rel_diff"] <= 1e-4
+    assert parity["fp16"]["top64_overlap_mean"] >= 0.98 and parity["fp16"]["argmax_same"]
+    assert set(manifest["files"]) == {"model.fp32.onnx", "model.fp16.onnx", "tokenizer.json"}
+    assert manifest["files"]["model.fp16.onnx"]["providers"][0] == "CUDAExecutionProvider"
+    assert manifest["model"]["vocab_size"] == 30522 and manifest["tokenizer"]["max_length"] == 512
+    assert manifest["tokenizer"]["special_tokens"]["cls"] == 101
+    assert len(manifest["source"]["weights_sha256"]) == 64
+    # the BERT fusions the optimizer is there for actually happened
+    assert manifest["graph"]["fusions"].get("Attention") == 2
+    assert manifest["graph"]["fusions"].get("SkipLayerNormalization", 0) >= 2
+
+
+def test_tied_weights_stored_once_and_logits_never_whole(export_dir, default_model_dir):
+    weights = (default_model_dir / "model.safetensors").stat().st_size
+    fp32 = export_dir / "model.fp32.onnx"
+    assert fp32.stat().st_size < 1.05 * weights  # 33 MB when the tied decoder is stored twice
+    model = onnx.load(str(fp32))
+    chunk = read_manifest(export_dir)["graph"]["vocab_chunk"]
+    slices = [n for n in model.graph.node if n.op_type == "Slice" and n.name.startswith("splade/w_")]
+    assert len(slices) == -(-30522 // chunk)
+    # every vocab projection multiplies by a chunk of the vocab, never the whole of it
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in slices:
+        start, stop = (int(onnx.numpy_helper.to_array(inits[name])[0]) for name in node.input[1:3])
+        assert stop - start <= chunk
+
+
+def test_fp16_graph_keeps_topk_in_fp16_with_fp32_outputs(export_dir):
+    model = onnx.load(str(export_dir / "model.fp16.onnx"))
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in
+             list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
+    topk = next(n for n in model.graph.node if n.op_type == "TopK")
+    assert types[topk.input[0]] == onnx.TensorProto.FLOAT16
+    assert {o.name: o.type.tensor_type.elem_type for o in model.graph.output}["sparse"] == onnx.TensorProto.FLOAT
+    assert {i.name: i.type.tensor_type.elem_type for i in model.graph.input}["input_ids"] == onnx.TensorProto.INT64
+    assert not any(n.op_type == "Pow" for n in model.graph.node)  # no decomposed LayerNorm in fp16
+    half = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert sum(np.prod(i.dims) for i in half) > 4_000_000  # the weights really are fp16
+
+
+def test_sentence_transformers_layouts_export_to_the_same_outputs(export_dir, st_dir, tmp_path):
+    ids, mask = tokenized(st_dir)
+    reference = run_sparse(export_dir / "model.fp32.onnx", ids, mask)
+    sources = [st_dir] + ([SHARED / "models" / "splade-tiny-msmarco-st"]
+                          if (SHARED / "models" / "splade-tiny-msmarco-st").is_dir() else [])
+    for i, source in enumerate(sources):
+        out = tmp_path / f"st{i}"
+        manifest = export_model(str(source), out, fp16=False, log=lambda _: None)
+        assert manifest["source"]["layout"] == "sentence-transformers"
+        np.testing.assert_array_equal(run_sparse(out / "model.fp32.onnx", ids, mask), reference)
+
+
+def test_sentence_transformers_sparse_encoder_agrees(export_dir, st_dir):
+    from sentence_transformers import SparseEncoder
+
+    st = SparseEncoder(str(st_dir), device="cpu")
+    expected = st.encode(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    ids, mask = tokenized(st_dir)
+    got = run_sparse(export_dir / "model.fp32.onnx", ids, mask)
+    assert np.abs(got - expected).max() <= 1e-4 * expected.max()
+
+
+@pytest.mark.parametrize("tied,activation,tokenizer_json", [(False, "log1p_relu", False), (True, "relu", True)])
+def test_tiny_random_models_match_sentence_transformers(tmp_path, tied, activation, tokenizer_json):
+    from sentence_transformers import SparseEncoder
+
+    src = make_tiny_model(tmp_path / "tiny", tied=tied, layout="sentence-transformers", activation=activation,
+                          tokenizer_json=tokenizer_json)
+    out = tmp_path / "out"
+    manifest = export_model(str(src), out, vocab_chunk=37, log=lambda _: None)
+    assert manifest["parity"]["passed"], manifest["parity"]
+    assert manifest["model"]["activation"] == activation and manifest["tokenizer"]["max_length"] == 48
+    assert manifest["model"]["decoder_tied_to_embeddings"] is tied
+    texts = ["what is the capital city", "", "the immune cell protein " * 20]
+    ids, mask = tokenized(src, texts, max_length=48)
+    st = SparseEncoder(str(src), device="cpu")
+    st.max_seq_length = 48
+    expected = st.encode(texts, convert_to_tensor=True).to_dense().numpy()
+    got = run_sparse(out / "model.fp32.onnx", ids, mask)
+    assert np.abs(got - expected).max() <= 1e-4 * expected.max()
+    assert ((got > 1e-5) <= (expected > 0)).all() and ((expected > 1e-5) <= (got > 0)).all()
+
+
+def test_check_reruns_parity(export_dir, capsys):
+    assert export_main(["--check", str(export_dir)]) == 0
+    assert "fp32: max abs diff" in capsys.readouterr().out
+
+
+def _bad(argv, capsys) -> str:
+    code = export_main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err  # one line
+    return err
+
+
+def test_bad_models_give_one_line_and_exit_2(tmp_path, capsys):
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaForMaskedLM
+
+    dense = tmp_path / "dense"
+    BertModel(BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(str(dense))
+    assert "dense (non-MLM)" in _bad([str(dense), "-o", str(tmp_path / "o1")], capsys)
+
+    roberta = tmp_path / "roberta"
+    RobertaForMaskedLM(RobertaConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=16)).save_pretrained(str(roberta))
+    assert "architecture 'roberta'" in _bad([str(roberta), "-o", str(tmp_path / "o2")], capsys)
+
+    tiny = make_tiny_model(tmp_path / "tiny")
+    no_weights = tmp_path / "noweights"
+    shutil.copytree(tiny, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    assert "no model weights" in _bad([str(no_weights), "-o", str(tmp_path / "o3")], capsys)
+
+    no_tok = tmp_path / "notok"
+    shutil.copytree(tiny, no_tok)
+    for f in ("tokenizer.json", "vocab.txt"):
+        (no_tok / f).unlink()
+    assert "no tokenizer" in _bad([str(no_tok), "-o", str(tmp_path / "o4")], capsys)
+
+    summed = make_tiny_model(tmp_path / "sum", layout="sentence-transformers")
+    cfg = summed / "1_SpladePooling" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "pooling_strategy": "sum"}))
+    assert "sum pooling" in _bad([str(summed), "-o", str(tmp_path / "o5")], capsys)
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny, corrupt)
+    (corrupt / "config.json").write_text("{not json")
+    assert "unreadable JSON" in _bad([str(corrupt), "-o", str(tmp_path / "o6")], capsys)
+
+    assert "no such directory" in _bad(["./does/not/exist", "-o", str(tmp_path / "o7")], capsys)
+    assert not any(p.name.startswith("o") for p in tmp_path.iterdir())  # nothing half-written
+
+
+def test_offline_hub_id_says_how_to_pass_a_local_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    err = _bad(["sparse-encoder-testing/splade-bert-tiny-nq", "-o", str(tmp_path / "o")], capsys)
+    assert "Hugging Face hub" in err and "local model directory" in err
+
+
+def test_output_rules(tmp_path, capsys):
+    tiny = make_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert "--force" in _bad([str(tiny), "-o", str(out)], capsys)
+    assert export_main([str(tiny), "-o", str(out), "--force", "--no-fp16"]) == 0
+    assert (out / "splade.json").is_file() and not (out / "model.fp16.onnx").exists()
+    assert oct(out.stat().st_mode & 0o777) != oct(0o700)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert "cannot write" in _bad([str(tiny), "-o", str(locked / "x")], capsys)
+
+
+def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    from splade_rt.export import parity
+
+    tiny = make_tiny_model(tmp_path / "tiny")
+    monkeypatch.setattr(parity, "FP32_MAX_REL_DIFF", -1.0)  # force a parity failure
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="parity"):
+        export_model(str(tiny), out, log=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

@@ -1,0 +1,256 @@
+"""SpladeEncoder: identical results to sentence-transformers, safe under threads, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splade_rt import DeviceError, ExportDirError, SparseEmbeddings, SpladeEncoder
+from splade_rt.runtime import encoder as encoder_mod
+from splade_rt.runtime import session as session_mod
+
+
+@pytest.fixture(scope="module")
+def enc(export_dir) -> SpladeEncoder:
+    return SpladeEncoder(export_dir, device="cpu")
+
+
+def test_import_pulls_in_no_heavy_dependency():
+    code = ("import sys, splade_rt; from splade_rt import SpladeEncoder, SparseEmbeddings; "
+            "heavy = [m for m in ('torch', 'transformers', 'onnx', 'optimum', 'sentence_transformers') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_scores_equal_sentence_transformers_on_200_real_pairs(export_dir, st_dir, real_pairs):
+    from sentence_transformers import SparseEncoder
+
+    queries, passages = real_pairs
+    st = SparseEncoder(str(st_dir), device="cpu")
+    expected = st.similarity(st.encode_query(queries, convert_to_tensor=True),
+                             st.encode_document(passages, convert_to_tensor=True)).to_dense().numpy()
+    enc = SpladeEncoder(export_dir, device="cpu")
+    q, d = enc.encode_query(queries), enc.encode_document(passages, batch_size=16)
+    got = enc.similarity(q, d)
+    assert got.shape == (200, 200)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # the pair's own score, the one retrieval ranks by, to 1e-4 relative
+    own = np.diag(expected)
+    np.testing.assert_allclose(np.diag(got), own, rtol=1e-4, atol=1e-6)
+    # sentence-transformers' max_active_dims is our top_k
+    st_top = st.encode_document(passages[:20], max_active_dims=16, convert_to_tensor=True).to_dense().numpy()
+    ours_top = enc.encode_document(passages[:20], top_k=16).to_dense()
+    assert ((st_top > 0) == (ours_top > 0)).all()
+    np.testing.assert_allclose(ours_top, st_top, atol=1e-4)
+
+
+def test_token_ids_identical_to_the_reference_tokenizer(enc, default_model_dir, real_pairs):
+    from transformers import AutoTokenizer
+
+    queries, passages = real_pairs
+    texts = queries[:50] + passages[:50] + ["", "  ", "naïve café — 東京 🙂"]
+    ref = AutoTokenizer.from_pretrained(str(default_model_dir))(texts, truncation=True, max_length=512)["input_ids"]
+    assert enc.tokenize(texts) == ref
+
+
+def test_top_k_equals_the_dense_paths_top_k(enc, real_pairs):
+    passages = real_pairs[1][:40]
+    dense = enc.encode(passages)
+    for k in (1, 16, 64):
+        top = enc.encode(passages, top_k=k)
+        for full, cut in zip(dense, top):
+            expect = full.top(k)
+            assert sorted(cut.to_dict().items()) == sorted(expect)
+    huge = enc.encode(passages[:3], top_k=10**6)  # larger than the vocab: everything non-zero
+    np.testing.assert_array_equal(huge.to_dense(), dense[:3].to_dense())
+
+
+def test_threshold_batching_and_order(enc, real_pairs):
+    passages = real_pairs[1][:30] + ["short", ""]
+    one_by_one = [enc.encode(p) for p in passages]
+    batched = enc.encode(passages, batch_size=7)
+    tight = SpladeEncoder(enc.path, device="cpu", max_batch_tokens=600).encode(passages)
+    for single, b, t in zip(one_by_one, batched, tight):
+        np.testing.assert_allclose(b.to_dense(), single[0].to_dense(), atol=1e-5)
+        np.testing.assert_allclose(t.to_dense(), single[0].to_dense(), atol=1e-5)
+    cut = enc.encode(passages, threshold=0.5)
+    assert (cut.values > 0.5).all()
+    assert cut.nnz == int((batched.values > 0.5).sum())
+
+
+def test_batches_never_pad_beyond_their_longest_row():
+    lengths = np.array([5, 300, 40, 41, 299, 7, 8, 512])
+    order = np.argsort(-lengths, kind="stable")
+    seen = []
+    for rows in encoder_mod._batches(order, lengths, batch_size=3, max_tokens=1024):
+        assert len(rows) <= 3 and len(rows) * lengths[rows].max() <= 1024
+        assert lengths[rows[0]] == lengths[rows].max()
+        seen.extend(rows.tolist())
+    assert sorted(seen) == list(range(len(lengths)))
+
+
+def test_io_binding_path_gives_the_same_vectors(export_dir, enc, real_pairs):
+    bound = SpladeEncoder(export_dir, device="cpu", io_binding=True)
+    texts = real_pairs[0][:10] + real_pairs[1][:10]
+    for k in (None, 32):
+        a, b = bound.encode(texts, top_k=k), enc.encode(texts, top_k=k)
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+
+
+def test_threads_give_the_results_of_sequential_calls(enc, real_pairs):
+    texts = real_pairs[0][:8] + real_pairs[1][:8]
+    expected = [enc.encode(texts[i % len(texts)], top_k=32).to_dicts() for i in range(100)]
+    results: dict[tuple[int, int], list] = {}
+    errors = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(100):
+                results[t, i] = enc.encode(texts[i % len(texts)], top_k=32).to_dicts()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    for (t, i), got in results.items():
+        assert got == expected[i], (t, i)
+    assert len(results) == 800
+
+
+def test_output_formats(enc):
+    v = enc.encode(["the capital of australia", "clowns in a musical"], top_k=5)
+    assert isinstance(v, SparseEmbeddings) and len(v) == 2 and v.dim == 30522
+    csr = v.to_csr()
+    assert csr.shape == (2, 30522) and csr.nnz == v.nnz
+    np.testing.assert_array_equal(csr.toarray(), v.to_dense())
+    dicts, qdrant, rank = v.to_dicts(), v.to_qdrant(), v.to_rank_features()
+    assert all(isinstance(k, int) and isinstance(w, float) for k, w in dicts[0].items())
+    assert qdrant[0]["indices"] == v[0].indices.tolist() and len(qdrant[0]["values"]) == 5
+    json.dumps(qdrant)
+    assert rank[0]["capital"] == pytest.approx(max(dicts[0].values()))
+    assert enc.decode(v[0], top_k=2)[0][0] == "capital"
+    assert list(v[0].indices) == sorted(v[0].indices)
+    assert np.allclose(enc.similarity(v[0], v), v.to_dense() @ v[0].to_dense())
+
+
+def test_bad_text_input(enc):
+    assert len(enc.encode([])) == 0
+    empty = enc.encode("")
+    assert len(empty) == 1 and empty.nnz > 0  # [CLS] [SEP] is a valid vector
+    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
+        enc.encode(["fine", None])
+    with pytest.raises(TypeError, match=r"texts\[0\] is bytes"):
+        enc.encode([b"bytes"])
+    with pytest.raises(TypeError, match="not bytes"):
+        enc.encode(b"bytes")
+    with pytest.raises(TypeError, match=r"texts\[2\] is int"):
+        enc.encode(["a", "b", 3])
+    with pytest.raises(ValueError, match="top_k"):
+        enc.encode("x", top_k=0)
+    long = enc.encode(["word " * 2000, "short"])
+    assert long.truncated == 1
+
+
+def test_bad_export_directories(export_dir, tmp_path):
+    with pytest.raises(ExportDirError, match="no such directory"):
+        SpladeEncoder(tmp_path / "missing", device="cpu")
+    with pytest.raises(ExportDirError, match="splade.json: missing"):
+        SpladeEncoder(tmp_path, device="cpu")
+    newer = tmp_path / "newer"
+    shutil.copytree(export_dir, newer)
+    manifest = json.loads((newer / "splade.json").read_text())
+    (newer / "splade.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ExportDirError, match="newer than this splade-rt"):
+        SpladeEncoder(newer, device="cpu")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(export_dir, corrupt)
+    onnx_file = corrupt / "model.fp32.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:100_000])
+    with pytest.raises(ExportDirError, match="model.fp32.onnx: contents differ"):
+        SpladeEncoder(corrupt, device="cpu")
+    with pytest.raises(ExportDirError, match="model.fp32.onnx: onnxruntime cannot load it"):
+        SpladeEncoder(corrupt, device="cpu", verify=False)
+    (corrupt / "splade.json").write_text("{broken")
+    with pytest.raises(ExportDirError, match="corrupt manifest"):
+        SpladeEncoder(corrupt, device="cpu")
+
+
+def test_device_selection_and_fallback(export_dir, monkeypatch):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(DeviceError, match="no CUDA execution provider"):
+            SpladeEncoder(export_dir, device="cuda")
+        with pytest.warns(RuntimeWarning, match="running on CPU: the installed onnxruntime has no CUDA"):
+            auto = SpladeEncoder(export_dir, device="auto")
+        assert auto.device == "cpu" and auto.placement.file == "model.fp32.onnx"
+
+    # A CUDA EP that is listed but fails to load: onnxruntime quietly gives a CPU-only session.
+    real = ort.InferenceSession
+
+    class SilentFallback(real):
+        def __init__(self, path, options=None, providers=None, **kw):
+            super().__init__(path, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", SilentFallback)
+    with pytest.raises(DeviceError, match="could not load the CUDA execution provider"):
+        SpladeEncoder(export_dir, device="cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        auto = SpladeEncoder(export_dir, device="auto")
+    assert len(caught) == 1 and "could not load the CUDA" in str(caught[0].message)
+    assert auto.device == "cpu" and "could not load" in auto.placement.fallback_reason
+
+    def broken(*a, providers=None, **kw):
+        if any("CUDA" in str(p) for p in providers):
+            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+        return real(*a, providers=providers, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", broken)
+    with pytest.raises(DeviceError, match="no CUDA-capable device"):
+        SpladeEncoder(export_dir, device="cuda:0")
+    with pytest.raises(ValueError, match="cuda:N"):
+        SpladeEncoder(export_dir, device="gpu")
+
+
+def test_choose_file_prefers_fp16_on_cuda_and_fp32_on_cpu(export_dir):
+    from splade_rt.manifest import read_manifest
+
+    manifest = read_manifest(export_dir)
+    assert session_mod.choose_file(manifest, "cuda", None) == ("model.fp16.onnx", "fp16")
+    assert session_mod.choose_file(manifest, "cpu", None) == ("model.fp32.onnx", "fp32")
+    with pytest.raises(ExportDirError, match="variant 'int4'"):
+        session_mod.choose_file(manifest, "cpu", "int4")
+
+
+def test_fp16_graph_keeps_top_terms_through_the_runtime(export_dir, enc, real_pairs):
+    half = SpladeEncoder(export_dir, device="cpu", variant="fp16")
+    texts = real_pairs[1][:20]
+    a, b = enc.encode(texts, top_k=10), half.encode(texts, top_k=10)
+    overlap = np.mean([len(set(x.indices) & set(y.indices)) / 10 for x, y in zip(a, b)])
+    assert overlap >= 0.95
+
+
+def test_progress_bar_and_cli(export_dir, enc, capsys):
+    enc.encode(["a", "b", "c"], show_progress_bar=True)
+    from splade_rt.runtime.cli import main
+
+    assert main([str(export_dir), "--device", "cpu", "what is the capital of australia"]) == 0
+    assert "capital" in capsys.readouterr().out
+    assert main([str(Path(export_dir) / "nope"), "--device", "cpu", "x"]) == 2
