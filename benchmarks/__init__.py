@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of splade-rt against sentence-transformers (python -m benchmarks.run)."""

@@ -1,0 +1,303 @@
+"""splade-rt against sentence-transformers, side by side in one run, on real text.
+
+    python -m benchmarks.run            # full run (< 10 min on 2 cores)
+    python -m benchmarks.run --quick    # smoke run (< 1 min), what the tests run
+
+Each configuration runs in its own subprocess, configurations alternate across repeats (A B C A B
+C ...) so machine drift hits all alike, and the median of the repeats is reported. Every
+configuration's vectors are compared with sentence-transformers torch fp32, so a fast wrong answer
+shows. Writes results/<machine>-<date>.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SHARED = Path(os.environ.get("SPLADE_SHARED", REPO.parent / "shared"))
+CACHE = HERE / ".cache"
+REFERENCE = "st-torch"
+
+
+def load_texts(quick: bool) -> tuple[list[str], list[str]]:
+    """Passages from SciFact and Vaswani (mean ~ NQ passage length), queries from their query sets."""
+    n_pass, n_query = (48, 20) if quick else (512, 200)
+    passages, queries = [], []
+    for name in ("scifact", "vaswani"):
+        d = SHARED / "data" / name
+        if not (d / "corpus.jsonl").is_file():
+            continue
+        with open(d / "corpus.jsonl", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i >= n_pass // 2:
+                    break
+                doc = json.loads(line)
+                passages.append((doc.get("title", "") + " " + doc["text"]).strip())
+        with open(d / "queries.jsonl", encoding="utf-8") as f:
+            queries += [json.loads(line)["text"] for _, line in zip(range(n_query // 2), f)]
+    if not passages:  # no shared data: the exporter's parity texts, still real text
+        from splade_rt.export.texts import PASSAGES, QUERIES
+
+        passages, queries = (PASSAGES * 64)[:n_pass], (QUERIES * 25)[:n_query]
+    return passages, queries
+
+
+def prepare_models(st_dir: Path | None) -> dict[str, Path]:
+    """Exports (chunked default and a one-chunk graph that materializes the logits) and an ST copy."""
+    from splade_rt.export.pipeline import export_model
+
+    CACHE.mkdir(exist_ok=True)
+    paths = {"chunked": CACHE / "export", "naive": CACHE / "export-unchunked"}
+    for key, chunk in (("chunked", None), ("naive", 30522)):
+        if not (paths[key] / "splade.json").is_file():
+            kwargs = {"vocab_chunk": chunk} if chunk else {}
+            export_model(None, paths[key], force=True, log=lambda _: None, **kwargs)
+    shared_st = SHARED / "models" / "splade-tiny-msmarco-st"
+    if st_dir is None:
+        st_dir = shared_st if shared_st.is_dir() else CACHE / "st"
+        if not (st_dir / "modules.json").is_file():
+            from sentence_transformers import SparseEncoder
+            from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+            from splade_rt.export.source import default_model_dir
+
+            SparseEncoder(modules=[MLMTransformer(str(default_model_dir())), SpladePooling("max")],
+                          device="cpu").save(str(st_dir))
+    paths["st"] = st_dir
+    return paths
+
+
+def configurations(paths: dict[str, Path], gpu: bool) -> dict[str, dict]:
+    configs = {
+        REFERENCE: {"kind": "st", "st_dir": str(paths["st"]), "label": "sentence-transformers torch fp32"},
+        "rt-fp32": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32", "device": "cpu",
+                    "label": "splade-rt fp32 CPU (chunked vocab)"},
+        "rt-fp32-unchunked": {"kind": "rt", "export_dir": str(paths["naive"]), "variant": "fp32", "device": "cpu",
+                              "label": "splade-rt fp32 CPU (one chunk: logits materialized)"},
+    }
+    try:
+        import optimum.onnxruntime  # noqa: F401
+    except ImportError:
+        configs["st-onnx"] = {"unavailable": "sentence-transformers backend='onnx' needs optimum-onnx, which pins "
+                                             "transformers<4.58 (would downgrade the stack): not installed",
+                              "label": "sentence-transformers ONNX backend"}
+    else:
+        configs["st-onnx"] = {"kind": "st", "st_dir": str(paths["st"]), "backend": "onnx",
+                              "label": "sentence-transformers ONNX backend"}
+    if gpu:
+        configs["st-torch-cuda-fp16"] = {"kind": "st", "st_dir": str(paths["st"]), "device": "cuda", "fp16": True,
+                                         "label": "sentence-transformers torch fp16 CUDA"}
+        configs["rt-fp16-cuda"] = {"kind": "rt", "export_dir": str(paths["chunked"]), "device": "cuda",
+                                   "label": "splade-rt fp16 CUDA EP"}
+    return configs
+
+
+def run_worker(spec: dict, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false",
+               "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", str(spec_path), str(out_path)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not out_path.is_file():
+            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln and not ln.startswith(" ")
+                     and "registered at" not in ln]
+            return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}
+        return json.loads(out_path.read_text())
+
+
+def compare(reference: list[dict], rows: list[dict], k: int = 64) -> dict:
+    diffs, overlaps = [], []
+    for ref, got in zip(reference, rows):
+        keys = set(ref) | set(got)
+        ref_i = {int(a): b for a, b in ref.items()}
+        got_i = {int(a): b for a, b in got.items()}
+        diffs.append(max((abs(ref_i.get(int(t), 0.0) - got_i.get(int(t), 0.0)) for t in keys), default=0.0))
+        top_ref = sorted(ref_i, key=ref_i.get, reverse=True)[:k]
+        top_got = set(sorted(got_i, key=got_i.get, reverse=True)[:k])
+        overlaps.append(len(set(top_ref) & top_got) / max(1, len(top_ref)))
+    return {"max_abs_diff": float(max(diffs)), "top64_overlap": float(np.mean(overlaps))}
+
+
+def count_tokens(export_dir: Path, texts: list[str]) -> int:
+    from splade_rt import SpladeEncoder
+
+    return sum(len(ids) for ids in SpladeEncoder(export_dir, device="cpu").tokenize(texts))
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        flags = []
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: few texts, one repeat, no memory runs")
+    p.add_argument("--repeats", type=int, help="alternating repeats per configuration (default 3; quick 1)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every configuration")
+    p.add_argument("--only", nargs="*", help="configuration names to run (the reference always runs)")
+    p.add_argument("--gpu", action="store_true", help="add the CUDA configurations")
+    p.add_argument("--st-dir", type=Path, help="sentence-transformers copy of the model")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="where to write json/md/png")
+    p.add_argument("--name", help="result file stem (default <machine>-<date>)")
+    args = p.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    started = time.perf_counter()
+
+    passages, queries = load_texts(args.quick)
+    paths = prepare_models(args.st_dir)
+    configs = configurations(paths, args.gpu)
+    if args.only:
+        configs = {k: v for k, v in configs.items() if k == REFERENCE or k in args.only}
+    passage_tokens = count_tokens(paths["chunked"], passages)
+    common = {"threads": args.threads, "passages": passages, "queries": queries, "passage_tokens": passage_tokens,
+              "batch_sizes": [32] if args.quick else [32, 128], "check_rows": min(64, len(passages))}
+    runs: dict[str, list[dict]] = {k: [] for k, c in configs.items() if "unavailable" not in c}
+    for r in range(repeats):
+        for name in runs:
+            print(f"[{time.perf_counter() - started:6.1f}s] repeat {r + 1}/{repeats}: {name}", flush=True)
+            runs[name].append(run_worker({**common, **configs[name]}, timeout=600))
+
+    memory = {}
+    if not args.quick:  # peak RSS at batch 64 x 256 tokens, each in a fresh process
+        long_texts = [t for t in passages if len(t) > 1600][:64]
+        long_texts = (long_texts * 64)[:64]
+        for name in [n for n in (REFERENCE, "rt-fp32", "rt-fp32-unchunked") if n in runs]:
+            print(f"[{time.perf_counter() - started:6.1f}s] memory: {name}", flush=True)
+            memory[name] = run_worker({**common, **configs[name], "memory_only": True, "passages": long_texts,
+                                       "memory_batch": 64, "max_length": 256, "max_batch_tokens": 64 * 256},
+                                      timeout=600)
+
+    results = summarize(configs, runs, memory)
+    report = {"machine": machine(), "date": date.today().isoformat(), "threads": args.threads,
+              "repeats": repeats, "quick": args.quick, "passages": len(passages), "queries": len(queries),
+              "mean_passage_tokens": passage_tokens / len(passages), "command": " ".join(["python -m benchmarks.run"]
+                                                                                        + (argv or sys.argv[1:])),
+              "results": results, "wall_s": round(time.perf_counter() - started, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or f"{platform.machine()}-{os.cpu_count()}cpu-{report['date']}" + ("-quick" if args.quick else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.out / f"{stem}.md").write_text(table)
+    plot(report, args.out / f"{stem}.png")
+    print(table)
+    print(f"wrote {args.out / stem}.{{json,md,png}} in {report['wall_s']} s")
+    return 0
+
+
+def summarize(configs: dict, runs: dict, memory: dict) -> dict:
+    reference_rows = next((r["vectors"] for r in runs.get(REFERENCE, []) if "vectors" in r), None)
+    out = {}
+    for name, cfg in configs.items():
+        entry = {"label": cfg["label"]}
+        if "unavailable" in cfg:
+            entry["unavailable"] = cfg["unavailable"]
+            out[name] = entry
+            continue
+        good = [r for r in runs[name] if "error" not in r]
+        if not good:
+            entry["error"] = runs[name][0]["error"]
+            out[name] = entry
+            continue
+        for key in good[0]:
+            if key != "vectors":
+                entry[key] = statistics.median(r[key] for r in good)
+        if reference_rows is not None:
+            entry["check_vs_reference"] = compare(reference_rows, good[0]["vectors"])
+        if name in memory:
+            entry["peak_rss_mib_b64x256"] = memory[name].get("peak_rss_mib", memory[name].get("error"))
+        out[name] = entry
+    ref = out.get(REFERENCE, {})
+    for name, entry in out.items():
+        for key in ("passages_per_s_b32", "passages_per_s_b128"):
+            if key in entry and key in ref:
+                entry[key.replace("passages_per_s", "speedup")] = entry[key] / ref[key]
+    return out
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'}), "
+             f"{report['threads']} intra-op threads; {report['date']}; {report['passages']} passages "
+             f"(mean {report['mean_passage_tokens']:.0f} tokens), {report['queries']} queries, median of "
+             f"{report['repeats']} alternating repeats. Command: `{report['command']}`.", "",
+             "| configuration | passages/s b32 | b128 | x ST b32 | tokens/s b32 | query p50 ms | p99 ms | "
+             "cold start s | import s | peak RSS MiB | RSS b64x256 MiB | max abs diff | top-64 overlap |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(entry, key, fmt):
+        v = entry.get(key)
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    for name, e in report["results"].items():
+        if "unavailable" in e or "error" in e:
+            lines.append(f"| {e['label']} | {e.get('unavailable') or 'failed: ' + e['error']} |" + " |" * 11)
+            continue
+        chk = e.get("check_vs_reference", {})
+        lines.append(" | ".join([
+            f"| {e['label']}", f(e, "passages_per_s_b32", ".1f"), f(e, "passages_per_s_b128", ".1f"),
+            f(e, "speedup_b32", ".2f") + "x", f(e, "tokens_per_s_b32", ".0f"), f(e, "query_p50_ms", ".2f"),
+            f(e, "query_p99_ms", ".2f"), f(e, "cold_start_s", ".2f"), f(e, "import_s", ".2f"),
+            f(e, "peak_rss_mib", ".0f"), f(e, "peak_rss_mib_b64x256", ".0f"), f(chk, "max_abs_diff", ".1e"),
+            f(chk, "top64_overlap", ".4f")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no chart")
+        return
+    rows = [(e["label"], e) for e in report["results"].values() if "passages_per_s_b32" in e]
+    labels = [label.replace(" (", "\n(") for label, _ in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.9 * len(rows) + 2))
+    y = np.arange(len(rows))
+    for key, offset, name in (("passages_per_s_b32", -0.2, "batch 32"), ("passages_per_s_b128", 0.2, "batch 128")):
+        axes[0].barh(y + offset, [e.get(key, 0) for _, e in rows], height=0.4, label=name)
+    axes[0].set_xlabel("passages / s (higher is better)")
+    axes[0].legend()
+    axes[1].barh(y - 0.2, [e["query_p50_ms"] for _, e in rows], height=0.4, label="p50")
+    axes[1].barh(y + 0.2, [e["query_p99_ms"] for _, e in rows], height=0.4, label="p99")
+    axes[1].set_xlabel("query latency at batch 1, ms (lower is better)")
+    axes[1].legend()
+    for ax in axes:
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+    m = report["machine"]
+    fig.suptitle(f"{m['cpu']} ({m['cores']} cores), {report['threads']} threads, {report['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
