@@ -9,6 +9,7 @@ The vocab projection and pooling are not exported from torch: kernels.splade_hea
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
@@ -32,8 +33,7 @@ _FP16_KEEP_FP32 = ["Range", "CumSum", "NonMaxSuppression", "RoiAlign", "Resize",
 
 @dataclass
 class ExportedGraphs:
-    fp32: Path
-    fp16: Path | None
+    files: dict[str, Path]  # precision -> graph file
     fusions: dict[str, int]
     decoder_tied: bool
 
@@ -56,7 +56,9 @@ def load_mlm(source: SourceModel):
     return mlm.eval()
 
 
-def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True) -> ExportedGraphs:
+def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True,
+                 screened: bool = True) -> ExportedGraphs:
+    """fp32 (chunked), fp32-screened (exact, int8 screening: kernels.screening) and fp16 graphs."""
     import onnx
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
@@ -99,16 +101,23 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     bias_param = decoder.bias if decoder.bias is not None else mlm.cls.predictions.bias
     bias = bias_param.detach().numpy().astype(np.float32)
     tied = decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()
-    model = append_splade_head(optimized.model, weight, bias, activation=source.activation, vocab_chunk=vocab_chunk)
-    model.producer_name = "splade-rt"
-    fp32_path = work / "model.fp32.onnx"
-    onnx.save(model, str(fp32_path))
 
-    fp16_path = None
+    def with_head(screened: bool):
+        model = append_splade_head(copy.deepcopy(optimized.model), weight, bias, activation=source.activation,
+                                   vocab_chunk=vocab_chunk, screened=screened)
+        model.producer_name = "splade-rt"
+        return model
+
+    fp32 = with_head(screened=False)
+    files = {"fp32": work / "model.fp32.onnx"}
+    onnx.save(fp32, str(files["fp32"]))
+    if screened:
+        files["fp32-screened"] = work / "model.screened.onnx"
+        onnx.save(with_head(screened=True), str(files["fp32-screened"]))
     if fp16:
-        fp16_path = work / "model.fp16.onnx"
-        onnx.save(to_fp16(model), str(fp16_path))
-    return ExportedGraphs(fp32=fp32_path, fp16=fp16_path, fusions=fusions, decoder_tied=tied)
+        files["fp16"] = work / "model.fp16.onnx"
+        onnx.save(to_fp16(fp32), str(files["fp16"]))
+    return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied)
 
 
 def to_fp16(model):
@@ -118,8 +127,6 @@ def to_fp16(model):
     (Skip/EmbedLayer)Normalization kernels, which accumulate in fp32 on CUDA; a decomposed
     Pow/ReduceMean LayerNorm, the known fp16 overflow, is refused rather than converted.
     """
-    import copy
-
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     decomposed = [n.name for n in model.graph.node if n.op_type == "Pow"]

@@ -17,6 +17,7 @@ from .texts import parity_texts
 
 FP32_MAX_REL_DIFF = 1e-4  # of the largest reference value
 FP16_MIN_TOP64_OVERLAP = 0.98
+SCREENED_MAX_ABS_DIFF = 1e-5
 TOP = 64
 
 FP16_CPU_METHOD = (
@@ -116,8 +117,10 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> 
         "reference": "transformers BertForMaskedLM (fp32, torch) + sentence-transformers SpladePooling math",
     }
     ok = ids_match
+    outputs = {}
     for precision, path in graphs.items():
         sparse, values, indices = run_graph(path, input_ids, attention_mask)
+        outputs[precision] = sparse
         stats = compare(reference, sparse)
         # The TopK output must pick the dense output's largest values, in order. Not bit-equal on the CPU
         # EP for fp16: it removes cast pairs, so TopK sees fp32 values while `sparse` is rounded to fp16.
@@ -125,7 +128,7 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> 
         stats["topk_output_consistent"] = bool(
             np.allclose(expect_top, values, rtol=2e-3, atol=1e-3) and np.all(np.diff(values, axis=1) <= 0)
         )
-        if precision == "fp32":
+        if precision.startswith("fp32"):
             stats["bar"] = f"max_rel_diff <= {FP32_MAX_REL_DIFF}"
             stats["passed"] = stats["max_rel_diff"] <= FP32_MAX_REL_DIFF and stats["topk_output_consistent"]
             stats["method"] = "onnxruntime CPUExecutionProvider"
@@ -134,6 +137,14 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> 
             stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= FP16_MIN_TOP64_OVERLAP and stats["argmax_same"]
                                and stats["topk_output_consistent"])
             stats["method"] = FP16_CPU_METHOD
+        if precision == "fp32-screened" and "fp32" in outputs:
+            # exact by construction: the same values and the same non-zero set as the fp32 graph
+            same = compare(outputs["fp32"], sparse)
+            stats["vs_fp32_graph"] = {"max_abs_diff": same["max_abs_diff"],
+                                      "nonzero_jaccard_min": same["nonzero_jaccard_min"]}
+            stats["bar"] += f" and vs fp32 graph: max abs diff <= {SCREENED_MAX_ABS_DIFF}, same non-zero set"
+            stats["passed"] = (stats["passed"] and same["max_abs_diff"] <= SCREENED_MAX_ABS_DIFF
+                               and same["nonzero_jaccard_min"] == 1.0)
         ok = ok and stats["passed"]
         report[precision] = stats
     report["passed"] = bool(ok)
@@ -143,7 +154,7 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"parity on {report['texts']} texts (padded batch {report['padded_shape']}), "
              f"tokenizer ids match: {report['tokenizer_ids_match']}"]
-    for precision in ("fp32", "fp16"):
+    for precision in ("fp32", "fp32-screened", "fp16"):
         if precision in report:
             s = report[precision]
             lines.append(
@@ -152,4 +163,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"argmax same {s['argmax_same']}, non-zero Jaccard min {s['nonzero_jaccard_min']:.4f} "
                 f"-> {'PASS' if s['passed'] else 'FAIL'} ({s['bar']})"
             )
+            if "vs_fp32_graph" in s:
+                v = s["vs_fp32_graph"]
+                lines.append(f"    vs fp32 graph: max abs diff {v['max_abs_diff']:.2e}, "
+                             f"non-zero Jaccard min {v['nonzero_jaccard_min']:.4f}")
     return lines

@@ -25,6 +25,7 @@ from .source import SourceModel, resolve_source
 
 _PROVIDERS = {
     "fp32": ["CPUExecutionProvider"],
+    "fp32-screened": ["CPUExecutionProvider"],
     "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
 }
 
@@ -41,6 +42,7 @@ def export_model(
     max_length: int | None = None,
     vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
     fp16: bool = True,
+    screened: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     start = time.perf_counter()
@@ -61,9 +63,9 @@ def export_model(
 
         log(f"exporting {source.ref} ({source.layout} layout, max length {source.max_length})")
         mlm = load_mlm(source)
-        graphs = build_graphs(mlm, source, work, vocab_chunk=vocab_chunk, fp16=fp16)
+        graphs = build_graphs(mlm, source, work, vocab_chunk=vocab_chunk, fp16=fp16, screened=screened)
         tokenizer_json = _write_tokenizer(source, work)
-        files = {"fp32": graphs.fp32, **({"fp16": graphs.fp16} if graphs.fp16 else {})}
+        files = graphs.files
         log("checking parity against the torch reference")
         parity = check_parity(mlm, source, files, tokenizer_json)
         for line in summary_lines(parity):

@@ -18,6 +18,8 @@ tensor is [batch, seq, chunk]:
 
 Outputs: the dense [batch, vocab] vector, a TopK with k fed at run time, and the non-zeros in
 coordinate form, so a caller on a GPU can bring back only batch x k or nnz numbers.
+
+The "screened" variant (kernels.screening) replaces only the max-logits step.
 """
 
 from __future__ import annotations
@@ -29,6 +31,37 @@ DEFAULT_VOCAB_CHUNK = 4096
 _ACTIVATIONS = ("relu", "log1p_relu")
 
 
+class GraphBuilder:
+    """Appends named nodes and initializers under the 'splade/' prefix."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.nodes: list = []
+        self.inits: list = []
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [output], name=f"splade/{output}", **attrs))
+        return output
+
+    def multi(self, op: str, inputs: list[str], outputs: list[str], **attrs) -> list[str]:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=f"splade/{outputs[0]}", **attrs))
+        return outputs
+
+    def const(self, name: str, value) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.asarray(value), f"splade.{name}"))
+        return f"splade.{name}"
+
+    def commit(self) -> None:
+        self.graph.node.extend(self.nodes)
+        self.graph.initializer.extend(self.inits)
+
+
 def append_splade_head(
     model,  # onnx.ModelProto whose single output is the MLM-transformed hidden state [batch, seq, hidden]
     decoder_weight: np.ndarray,
@@ -36,19 +69,14 @@ def append_splade_head(
     *,
     activation: str = "relu",
     vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
+    screened: bool = False,
 ):
     """Replace the model's hidden-state output with the SPLADE outputs (see module docstring)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from ..manifest import (
-        ATTENTION_MASK,
-        OUT_NZ_INDEX,
-        OUT_NZ_VALUE,
-        OUT_SPARSE,
-        OUT_TOP_INDICES,
-        OUT_TOP_VALUES,
-        TOP_K,
+        ATTENTION_MASK, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K,
     )
 
     if activation not in _ACTIVATIONS:
@@ -57,65 +85,49 @@ def append_splade_head(
     if len(graph.output) != 1:
         raise ValueError("the encoder graph must have exactly one output (the hidden state)")
     hidden = graph.output[0].name
-    vocab, width = decoder_weight.shape
+    vocab = decoder_weight.shape[0]
     weight_name = _find_initializer(graph, decoder_weight)
     if weight_name is None:  # untied decoder: store it
         weight_name = "splade.decoder_weight"
         graph.initializer.append(numpy_helper.from_array(decoder_weight.astype(np.float32), weight_name))
 
-    nodes = []
-    inits = [
-        numpy_helper.from_array(decoder_bias.astype(np.float32), "splade.decoder_bias"),
-        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "splade.one"),
-        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "splade.zero"),
-        numpy_helper.from_array(np.array([0], dtype=np.int64), "splade.axis0"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "splade.axis1"),
-        numpy_helper.from_array(np.array([2], dtype=np.int64), "splade.axis2"),
-    ]
-
-    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=f"splade/{output}", **attrs))
-        return output
+    b = GraphBuilder(graph)
+    for i in range(3):
+        b.const(f"axis{i}", np.array([i], dtype=np.int64))
+    b.const("one", np.array(1.0, dtype=np.float32))
+    b.const("zero", np.array(0.0, dtype=np.float32))
+    bias = b.const("decoder_bias", decoder_bias.astype(np.float32))
 
     # Padding: swap each padded token's hidden state for a real token's (first one in the row).
-    first = node("ArgMax", [ATTENTION_MASK], "first_token", axis=1, keepdims=1)  # [B, 1]
-    anchor = node("GatherND", [hidden, first], "anchor_hidden", batch_dims=1)  # [B, H]
-    anchor = node("Unsqueeze", [anchor, "splade.axis1"], "anchor_hidden3")  # [B, 1, H]
-    real = node("Cast", [ATTENTION_MASK], "mask_bool", to=TensorProto.BOOL)
-    real = node("Unsqueeze", [real, "splade.axis2"], "mask_bool3")  # [B, S, 1]
-    states = node("Where", [real, hidden, anchor], "pooled_hidden")  # [B, S, H]
+    first = b.node("ArgMax", [ATTENTION_MASK], "first_token", axis=1, keepdims=1)  # [B, 1]
+    anchor = b.node("GatherND", [hidden, first], "anchor_hidden", batch_dims=1)  # [B, H]
+    anchor = b.node("Unsqueeze", [anchor, "splade.axis1"], "anchor_hidden3")  # [B, 1, H]
+    real = b.node("Cast", [ATTENTION_MASK], "mask_bool", to=TensorProto.BOOL)
+    real = b.node("Unsqueeze", [real, "splade.axis2"], "mask_bool3")  # [B, S, 1]
+    states = b.node("Where", [real, hidden, anchor], "pooled_hidden")  # [B, S, H]
 
-    maxima = []
-    for start in range(0, vocab, vocab_chunk):
-        stop = min(start + vocab_chunk, vocab)
-        tag = f"{start}_{stop}"
-        inits += [
-            numpy_helper.from_array(np.array([start], dtype=np.int64), f"splade.start_{tag}"),
-            numpy_helper.from_array(np.array([stop], dtype=np.int64), f"splade.stop_{tag}"),
-        ]
-        rows = node("Slice", [weight_name, f"splade.start_{tag}", f"splade.stop_{tag}", "splade.axis0"], f"w_{tag}")
-        cols = node("Transpose", [rows], f"wt_{tag}", perm=[1, 0])  # [H, C]
-        logits = node("MatMul", [states, cols], f"logits_{tag}")  # [B, S, C]
-        maxima.append(node("ReduceMax", [logits], f"max_{tag}", axes=[1], keepdims=0))  # [B, C]
-    top = node("Concat", maxima, "max_logits", axis=1) if len(maxima) > 1 else maxima[0]
-    top = node("Add", [top, "splade.decoder_bias"], "max_logits_biased")
-    value = node("Relu", [top], "relu")
-    value = _log1p(node, value, "log1p")
+    if screened:
+        from .screening import screened_max_logits
+
+        top = screened_max_logits(b, states, weight_name, decoder_weight, decoder_bias)
+    else:
+        top = b.node("Add", [chunked_max_logits(b, states, weight_name, vocab, vocab_chunk), bias],
+                     "max_logits_biased")
+    value = b.node("Relu", [top], "relu")
+    value = _log1p(b, value, "log1p")
     if activation == "log1p_relu":
-        value = _log1p(node, value, "log1p2")
+        value = _log1p(b, value, "log1p2")
     # Rows without any real token pool to zero, as masked pooling in torch gives.
-    any_real = node("ReduceMax", [ATTENTION_MASK], "any_token", axes=[1], keepdims=1)  # [B, 1] int64
-    any_real = node("Cast", [any_real], "any_token_f", to=TensorProto.FLOAT)
-    sparse = node("Mul", [value, any_real], OUT_SPARSE)
+    any_real = b.node("ReduceMax", [ATTENTION_MASK], "any_token", axes=[1], keepdims=1)  # [B, 1] int64
+    any_real = b.node("Cast", [any_real], "any_token_f", to=TensorProto.FLOAT)
+    sparse = b.node("Mul", [value, any_real], OUT_SPARSE)
 
-    nodes.append(helper.make_node("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], name="splade/topk",
-                                  axis=-1, largest=1, sorted=1))
-    nz = node("NonZero", [sparse], OUT_NZ_INDEX)  # [2, nnz], row-major
-    nz_t = node("Transpose", [nz], "nonzero_index_t", perm=[1, 0])
-    node("GatherND", [sparse, nz_t], OUT_NZ_VALUE)
+    b.multi("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], axis=-1, largest=1, sorted=1)
+    nz = b.node("NonZero", [sparse], OUT_NZ_INDEX)  # [2, nnz], row-major
+    nz_t = b.node("Transpose", [nz], "nonzero_index_t", perm=[1, 0])
+    b.node("GatherND", [sparse, nz_t], OUT_NZ_VALUE)
+    b.commit()
 
-    graph.node.extend(nodes)
-    graph.initializer.extend(inits)
     graph.input.append(helper.make_tensor_value_info(TOP_K, TensorProto.INT64, [1]))
     del graph.output[:]
     graph.output.extend([
@@ -129,13 +141,27 @@ def append_splade_head(
     return model
 
 
-def _log1p(node, x: str, tag: str) -> str:
+def chunked_max_logits(b: GraphBuilder, states: str, weight_name: str, vocab: int, chunk: int) -> str:
+    """max over tokens of states @ W.T, one [B, S, chunk] slice of the logits alive at a time."""
+    maxima = []
+    for start in range(0, vocab, chunk):
+        stop = min(start + chunk, vocab)
+        tag = f"{start}_{stop}"
+        lo, hi = b.const(f"start_{tag}", np.array([start], np.int64)), b.const(f"stop_{tag}", np.array([stop], np.int64))
+        rows = b.node("Slice", [weight_name, lo, hi, "splade.axis0"], f"w_{tag}")
+        cols = b.node("Transpose", [rows], f"wt_{tag}", perm=[1, 0])  # [H, C]
+        logits = b.node("MatMul", [states, cols], f"logits_{tag}")  # [B, S, C]
+        maxima.append(b.node("ReduceMax", [logits], f"max_{tag}", axes=[1], keepdims=0))  # [B, C]
+    return b.node("Concat", maxima, "max_logits", axis=1) if len(maxima) > 1 else maxima[0]
+
+
+def _log1p(b: GraphBuilder, x: str, tag: str) -> str:
     """log1p without rounding tiny x to zero: log(u) * x / (u - 1) where u = 1 + x != 1, else x."""
-    u = node("Add", [x, "splade.one"], f"{tag}_u")
-    d = node("Sub", [u, "splade.one"], f"{tag}_d")
-    exact = node("Equal", [d, "splade.zero"], f"{tag}_tiny")
-    ratio = node("Div", [node("Mul", [node("Log", [u], f"{tag}_log"), x], f"{tag}_num"), d], f"{tag}_ratio")
-    return node("Where", [exact, x, ratio], tag)
+    u = b.node("Add", [x, "splade.one"], f"{tag}_u")
+    d = b.node("Sub", [u, "splade.one"], f"{tag}_d")
+    exact = b.node("Equal", [d, "splade.zero"], f"{tag}_tiny")
+    ratio = b.node("Div", [b.node("Mul", [b.node("Log", [u], f"{tag}_log"), x], f"{tag}_num"), d], f"{tag}_ratio")
+    return b.node("Where", [exact, x, ratio], tag)
 
 
 def _find_initializer(graph, array: np.ndarray) -> str | None:

@@ -1,0 +1,230 @@
+"""`splade-eval`: retrieval quality of an export on a BEIR dataset, optionally against torch.
+
+Parity checks on a handful of texts say the graph matches torch; this says whether what users
+care about (nDCG, recall) survives the export, the fp16 graph and a shorter max length. The
+runtime path imports no torch; --reference loads it only when asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SpladeError
+from ..runtime.embeddings import SparseEmbeddings, concat
+from .dataset import BeirDataset, load_beir
+from .metrics import MAX_K, mean_metrics, metric_names
+from .search import search
+
+REFERENCE_BATCH_TOKENS = 2048  # torch materialises [tokens, vocab] logits: ~250 MB per 2048 tokens
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="splade-eval",
+                                description="Evaluate a splade-export directory on a BEIR retrieval dataset.")
+    p.add_argument("export_dir")
+    p.add_argument("dataset_dir", help="BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--split", default="test", help="qrels file to evaluate (default: test)")
+    p.add_argument("--variant", default=None, help="graph precision to run: fp32 | fp16 (default: the device's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--max-length", type=int, default=None, help="truncate texts below the export's max length")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--reference", action="store_true",
+                   help="also encode with the torch source model and print the difference per metric")
+    p.add_argument("--json", metavar="OUT.json", default=None, help="write every number to this file")
+    args = p.parse_args(argv)
+    try:
+        report = evaluate(args.export_dir, args.dataset_dir, split=args.split, variant=args.variant,
+                          device=args.device, max_length=args.max_length, batch_size=args.batch_size,
+                          reference=args.reference)
+    except (SpladeError, ValueError, ImportError) as e:
+        print(f"splade-eval: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(format_report(report)))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            print(f"splade-eval: error: {args.json}: cannot write ({e.strerror})", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return n
+
+
+def evaluate(export_dir: str | Path, dataset_dir: str | Path, *, split: str = "test", variant: str | None = None,
+             device: str = "auto", max_length: int | None = None, batch_size: int = 32,
+             reference: bool = False) -> dict[str, Any]:
+    """Every number splade-eval prints, as one JSON-ready dict. The dataset is loaded and vetted
+    before the encoder (cheap, and its errors are the likeliest), so a bad file fails in a second."""
+    from ..runtime import SpladeEncoder
+
+    data = load_beir(dataset_dir, split)
+    enc = SpladeEncoder(export_dir, device=device, variant=variant, max_length=max_length)
+    start = time.perf_counter()
+    docs = enc.encode_document(data.corpus_texts, batch_size=batch_size)
+    doc_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    queries = enc.encode_query(data.query_texts, batch_size=batch_size)
+    query_seconds = time.perf_counter() - start
+    report: dict[str, Any] = {
+        "export_dir": str(export_dir), "dataset": str(dataset_dir), "split": split,
+        "graph": enc.placement.file, "provider": enc.provider, "device": enc.device,
+        "max_length": enc.max_length, "batch_size": batch_size,
+        "queries": len(data.query_ids), "documents": len(data.corpus_ids), "skipped_queries": data.skipped_queries,
+    }
+    report.update(_score(queries, docs, data, doc_seconds, query_seconds))
+    if reference:
+        ref = _score_reference(export_dir, data, enc.max_length, batch_size)
+        ref["diff"] = {name: report["metrics"][name] - ref["metrics"][name] for name in metric_names()}
+        report["reference"] = ref
+    return report
+
+
+def _score(queries: SparseEmbeddings, docs: SparseEmbeddings, data: BeirDataset, doc_seconds: float,
+           query_seconds: float) -> dict[str, Any]:
+    start = time.perf_counter()
+    top, _ = search(queries.to_csr(), docs.to_csr(), top_k=MAX_K)
+    search_seconds = time.perf_counter() - start
+    rankings = [[data.corpus_ids[i] for i in row] for row in top]
+    return {
+        "metrics": mean_metrics(rankings, [data.qrels[q] for q in data.query_ids]),
+        "query_active_dims": float(np.mean(queries.active_dims)),
+        "document_active_dims": float(np.mean(docs.active_dims)),
+        "truncated_queries": queries.truncated, "truncated_documents": docs.truncated,
+        "encode_seconds": {"documents": doc_seconds, "queries": query_seconds},
+        "docs_per_second": len(docs) / doc_seconds if doc_seconds > 0 else None,
+        "search_seconds": search_seconds,
+    }
+
+
+# -- the torch reference ------------------------------------------------------------------------
+
+
+def reference_model_dir(export_dir: str | Path) -> Path:
+    """The model the export was made from. The bundled default is found by package location, not by
+    the recorded path: the export may come from another checkout or virtual environment."""
+    from ..manifest import read_manifest
+
+    source = read_manifest(export_dir).get("source") or {}
+    ref, path = str(source.get("model", "")), str(source.get("path", ""))
+    if ref.startswith("default:") or path.startswith("default:"):
+        from ..export.source import default_model_dir
+
+        return default_model_dir()
+    if not path or not Path(path).is_dir():
+        raise SpladeError(f"{export_dir}: the export's source model {path or ref!r} is not a directory here; "
+                          "--reference needs the model the export was made from")
+    return Path(path)
+
+
+def _score_reference(export_dir: str | Path, data: BeirDataset, max_length: int, batch_size: int) -> dict[str, Any]:
+    from ..manifest import read_manifest
+
+    manifest = read_manifest(export_dir)
+    model_dir = reference_model_dir(export_dir)
+    encode = _reference_encoder(model_dir, max_length, bool(manifest["tokenizer"].get("lowercase", False)),
+                                manifest["model"].get("activation", "relu"), batch_size)
+    start = time.perf_counter()
+    docs = encode(data.corpus_texts)
+    doc_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    queries = encode(data.query_texts)
+    result = _score(queries, docs, data, doc_seconds, time.perf_counter() - start)
+    result["model_dir"] = str(model_dir)
+    return result
+
+
+def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activation: str, batch_size: int):
+    """transformers' tokenizer and BertForMaskedLM with the SPLADE pooling the export's parity check
+    uses, batched by length like the runtime so padding doesn't dominate the CPU time."""
+    try:
+        import torch
+        from transformers import AutoTokenizer, BertForMaskedLM
+    except ImportError:
+        raise SpladeError("--reference needs torch and transformers: pip install 'splade-rt[export]'") from None
+    from transformers.utils import logging as hf_logging
+
+    from ..export.parity import reference_embeddings
+
+    hf_logging.disable_progress_bar()  # a weight-loading bar on stderr would break the one-line-per-fact output
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
+    try:
+        mlm = BertForMaskedLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    except TypeError:  # transformers < 4.56 names it torch_dtype
+        mlm = BertForMaskedLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
+    vocab_size = int(mlm.config.vocab_size)
+
+    def encode(texts: list[str]) -> SparseEmbeddings:
+        if lowercase:
+            texts = [t.lower() for t in texts]
+        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        parts, done, start = [], [], 0
+        while start < len(order):
+            width = int(lengths[order[start]])
+            rows = order[start:start + max(1, min(batch_size, REFERENCE_BATCH_TOKENS // max(width, 1)))]
+            batch = np.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                batch[r, :lengths[i]], mask[r, :lengths[i]] = ids[i], 1
+            dense = reference_embeddings(mlm, batch, mask, activation, batch=len(rows))
+            parts.append(SparseEmbeddings.from_dense(dense))
+            done.append(rows)
+            start += len(rows)
+        if not parts:
+            return SparseEmbeddings.empty(vocab_size)
+        return concat(parts).take(np.argsort(np.concatenate(done), kind="stable"))
+
+    return encode
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    ref = report.get("reference")
+    enc = report["encode_seconds"]
+    lines = [
+        f"dataset {report['dataset']} ({report['split']}): {report['queries']} queries "
+        f"({report['skipped_queries']} without a relevant document skipped), {report['documents']} documents",
+        f"graph {report['graph']} on {report['provider']}, max length {report['max_length']}, "
+        f"batch size {report['batch_size']}",
+        f"encode: {report['documents']} documents in {enc['documents']:.1f} s ({_rate(report)} docs/s, "
+        f"{report['truncated_documents']} truncated), {report['queries']} queries in {enc['queries']:.2f} s; "
+        f"search {report['search_seconds']:.2f} s",
+        f"mean active dims: queries {report['query_active_dims']:.1f}, documents {report['document_active_dims']:.1f}",
+    ]
+    if ref:
+        lines.append(f"reference (torch, {ref['model_dir']}): {ref['encode_seconds']['documents']:.1f} s for documents "
+                     f"({_rate(ref)} docs/s), mean active dims: queries "
+                     f"{ref['query_active_dims']:.1f}, documents {ref['document_active_dims']:.1f}")
+    lines.append("")
+    lines.append(f"{'metric':<14}{'splade-rt':>10}" + (f"{'reference':>11}{'diff':>11}" if ref else ""))
+    for name in metric_names():
+        value = report["metrics"][name]
+        row = f"{name:<14}{value:>10.4f}"
+        if ref:
+            row += f"{ref['metrics'][name]:>11.4f}{ref['diff'][name]:>+11.4f}"
+        lines.append(row)
+    return lines
+
+
+def _rate(part: dict[str, Any]) -> str:
+    return "n/a" if part["docs_per_second"] is None else f"{part['docs_per_second']:.1f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

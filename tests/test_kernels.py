@@ -1,0 +1,120 @@
+"""The SPLADE head kernels on their own: reduce-first pooling and the certified int8 screening.
+
+The head is appended to a graph whose 'encoder' is the identity, so hidden states can be chosen
+adversarially: near the relu threshold, with large norms, with outliers that coarsen the int8
+scale. The screened head must never miss a positive logit: same non-zero set, same values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from splade_rt.kernels import append_splade_head
+from splade_rt.kernels.screening import quantize_rows
+
+
+def head_session(weight: np.ndarray, bias: np.ndarray, *, screened: bool, chunk: int = 97,
+                 activation: str = "relu") -> ort.InferenceSession:
+    hidden = weight.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["hidden_in"], ["mlm_hidden"])], "head",
+        [helper.make_tensor_value_info("hidden_in", TensorProto.FLOAT, ["batch", "seq", hidden]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("mlm_hidden", TensorProto.FLOAT, ["batch", "seq", hidden])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = append_splade_head(model, weight, bias, activation=activation, vocab_chunk=chunk, screened=screened)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def run(session, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return session.run(["sparse"], {"hidden_in": states.astype(np.float32), "attention_mask": mask,
+                                    "top_k": np.array([4], np.int64)})[0]
+
+
+def numpy_reference(weight, bias, states, mask, activation="relu") -> np.ndarray:
+    """sentence-transformers' pooling in float64: mask, relu, log1p, max over tokens."""
+    logits = states.astype(np.float64) @ weight.T.astype(np.float64) + bias
+    values = np.log1p(np.maximum(logits * mask[..., None], 0))
+    if activation == "log1p_relu":
+        values = np.log1p(values)
+    return values.max(axis=1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    rng = np.random.default_rng(7)
+    weight = (rng.standard_normal((503, 48)) * 0.2).astype(np.float32)
+    weight[5] *= 40  # a row with a large norm
+    bias = (rng.standard_normal(503) - 3.0).astype(np.float32)  # most logits negative, as in SPLADE
+    return weight, bias
+
+
+def test_reduce_first_head_matches_pooling_with_padding(model):
+    weight, bias = model
+    rng = np.random.default_rng(1)
+    states = rng.standard_normal((4, 9, 48)).astype(np.float32) * 3
+    mask = np.ones((4, 9), np.int64)
+    mask[1, 3:] = 0
+    mask[2, 1:] = 0
+    mask[3, :] = 0  # no real token at all: a zero vector, as masked pooling gives
+    states[1, 3:] = 50.0  # padding with huge values must not leak into the max
+    for activation in ("relu", "log1p_relu"):
+        got = run(head_session(weight, bias, screened=False, activation=activation), states, mask)
+        np.testing.assert_allclose(got, numpy_reference(weight, bias, states, mask, activation), atol=2e-5)
+        assert not got[3].any()
+
+
+@pytest.mark.parametrize("case", ["random", "near_threshold", "large_norm", "outlier", "all_negative"])
+def test_screened_head_never_misses_a_positive_logit(model, case):
+    weight, bias = model
+    rng = np.random.default_rng(hash(case) % 2**32)
+    chunked = head_session(weight, bias, screened=False)
+    screened = head_session(weight, bias, screened=True)
+    for trial in range(20):
+        states = rng.standard_normal((3, 11, 48)).astype(np.float32)
+        mask = np.ones((3, 11), np.int64)
+        mask[0, 7:] = 0
+        b = bias.copy()
+        if case == "near_threshold":
+            # shift each vocab entry's max logit to just above or below zero, inside the int8 error
+            exact = (states.astype(np.float64) @ weight.T.astype(np.float64)).max(axis=(0, 1))
+            b = (-exact + rng.choice([-1, 1], size=exact.shape) * rng.uniform(1e-4, 2e-2, exact.shape)).astype(np.float32)
+        elif case == "large_norm":
+            states *= 1e3
+        elif case == "outlier":
+            states[rng.integers(3), rng.integers(7), rng.integers(48)] = 500.0  # coarse activation scale
+        elif case == "all_negative":
+            b = np.full_like(bias, -1e3)
+        sess_c, sess_s = (chunked, screened) if b is bias else (head_session(weight, b, screened=False),
+                                                                 head_session(weight, b, screened=True))
+        want, got = run(sess_c, states, mask), run(sess_s, states, mask)
+        assert ((want > 0) == (got > 0)).all(), (case, trial)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
+        if case == "all_negative":
+            assert not got.any()
+        if case in ("random", "near_threshold"):
+            assert (want > 0).any()  # the case has positives to miss
+
+
+def test_screening_bound_is_sound_against_the_int8_approximation():
+    """The error bound, checked directly: |h.w - deq(h).deq(w)| <= bound for every pair."""
+    rng = np.random.default_rng(3)
+    weight = (rng.standard_normal((300, 64)) * rng.uniform(0.01, 2.0, (300, 1))).astype(np.float32)
+    stats = quantize_rows(weight)
+    for _ in range(20):
+        h = (rng.standard_normal((40, 64)) * rng.uniform(0.1, 100)).astype(np.float32)
+        lo, hi = min(0.0, h.min()), max(0.0, h.max())
+        scale = (hi - lo) / 255.0
+        zero = np.clip(np.rint(-lo / scale), 0, 255)
+        hq = np.clip(np.rint(h / scale) + zero, 0, 255)
+        deq_h = (hq - zero) * scale
+        deq_w = stats["wq"].T.astype(np.float64) * stats["scale"][:, None]
+        err = np.abs(h.astype(np.float64) @ weight.T.astype(np.float64) - deq_h @ deq_w.T)
+        h1 = np.abs(h).sum(axis=1, keepdims=True)
+        dh_inf = np.abs(h - deq_h).max()
+        bound = h1 * stats["dw_inf"] + dh_inf * stats["w1_plus_dw1"]
+        assert (err <= bound).all()
