@@ -61,9 +61,8 @@ def prepare_models(st_dir: Path | None) -> dict[str, Path]:
 
     CACHE.mkdir(exist_ok=True)
     paths = {"chunked": CACHE / "export", "naive": CACHE / "export-unchunked"}
-    for key, chunk in (("chunked", None), ("naive", 30522)):
+    for key, kwargs in (("chunked", {}), ("naive", {"vocab_chunk": 30522, "screened": False, "fp16": False})):
         if not (paths[key] / "splade.json").is_file():
-            kwargs = {"vocab_chunk": chunk} if chunk else {}
             export_model(None, paths[key], force=True, log=lambda _: None, **kwargs)
     shared_st = SHARED / "models" / "splade-tiny-msmarco-st"
     if st_dir is None:
@@ -85,6 +84,8 @@ def configurations(paths: dict[str, Path], gpu: bool) -> dict[str, dict]:
         REFERENCE: {"kind": "st", "st_dir": str(paths["st"]), "label": "sentence-transformers torch fp32"},
         "rt-fp32": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32", "device": "cpu",
                     "label": "splade-rt fp32 CPU (chunked vocab)"},
+        "rt-screened": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32-screened",
+                        "device": "cpu", "label": "splade-rt exact int8-screened fp32 CPU (default)"},
         "rt-fp32-unchunked": {"kind": "rt", "export_dir": str(paths["naive"]), "variant": "fp32", "device": "cpu",
                               "label": "splade-rt fp32 CPU (one chunk: logits materialized)"},
     }
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:  # peak RSS at batch 64 x 256 tokens, each in a fresh process
         long_texts = [t for t in passages if len(t) > 1600][:64]
         long_texts = (long_texts * 64)[:64]
-        for name in [n for n in (REFERENCE, "rt-fp32", "rt-fp32-unchunked") if n in runs]:
+        for name in [n for n in (REFERENCE, "rt-fp32", "rt-screened", "rt-fp32-unchunked") if n in runs]:
             print(f"[{time.perf_counter() - started:6.1f}s] memory: {name}", flush=True)
             memory[name] = run_worker({**common, **configs[name], "memory_only": True, "passages": long_texts,
                                        "memory_batch": 64, "max_length": 256, "max_batch_tokens": 64 * 256},

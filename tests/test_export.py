@@ -39,7 +39,10 @@ def test_default_export_passes_parity_and_records_it(export_dir):
     assert parity["passed"] and parity["tokenizer_ids_match"]
     assert parity["fp32"]["max_rel_diff"] <= 1e-4
     assert parity["fp16"]["top64_overlap_mean"] >= 0.98 and parity["fp16"]["argmax_same"]
-    assert set(manifest["files"]) == {"model.fp32.onnx", "model.fp16.onnx", "tokenizer.json"}
+    assert set(manifest["files"]) == {"model.fp32.onnx", "model.screened.onnx", "model.fp16.onnx", "tokenizer.json"}
+    screened = parity["fp32-screened"]
+    assert screened["passed"] and screened["vs_fp32_graph"]["nonzero_jaccard_min"] == 1.0
+    assert screened["vs_fp32_graph"]["max_abs_diff"] <= 1e-5
     assert manifest["files"]["model.fp16.onnx"]["providers"][0] == "CUDAExecutionProvider"
     assert manifest["model"]["vocab_size"] == 30522 and manifest["tokenizer"]["max_length"] == 512
     assert manifest["tokenizer"]["special_tokens"]["cls"] == 101

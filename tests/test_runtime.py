@@ -20,7 +20,7 @@ from splade_rt.runtime import session as session_mod
 
 @pytest.fixture(scope="module")
 def enc(export_dir) -> SpladeEncoder:
-    return SpladeEncoder(export_dir, device="cpu")
+    return SpladeEncoder(export_dir, device="cpu")  # the CPU default: the exact int8-screened graph
 
 
 def test_import_pulls_in_no_heavy_dependency():
@@ -38,14 +38,14 @@ def test_scores_equal_sentence_transformers_on_200_real_pairs(export_dir, st_dir
     st = SparseEncoder(str(st_dir), device="cpu")
     expected = st.similarity(st.encode_query(queries, convert_to_tensor=True),
                              st.encode_document(passages, convert_to_tensor=True)).to_dense().numpy()
-    enc = SpladeEncoder(export_dir, device="cpu")
-    q, d = enc.encode_query(queries), enc.encode_document(passages, batch_size=16)
-    got = enc.similarity(q, d)
-    assert got.shape == (200, 200)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
-    # the pair's own score, the one retrieval ranks by, to 1e-4 relative
-    own = np.diag(expected)
-    np.testing.assert_allclose(np.diag(got), own, rtol=1e-4, atol=1e-6)
+    for variant in ("fp32-screened", "fp32"):
+        enc = SpladeEncoder(export_dir, device="cpu", variant=variant)
+        q, d = enc.encode_query(queries), enc.encode_document(passages, batch_size=16)
+        got = enc.similarity(q, d)
+        assert got.shape == (200, 200)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+        # the pair's own score, the one retrieval ranks by, to 1e-4 relative
+        np.testing.assert_allclose(np.diag(got), np.diag(expected), rtol=1e-4, atol=1e-6)
     # sentence-transformers' max_active_dims is our top_k
     st_top = st.encode_document(passages[:20], max_active_dims=16, convert_to_tensor=True).to_dense().numpy()
     ours_top = enc.encode_document(passages[:20], top_k=16).to_dense()
@@ -182,9 +182,9 @@ def test_bad_export_directories(export_dir, tmp_path):
     onnx_file = corrupt / "model.fp32.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[:100_000])
     with pytest.raises(ExportDirError, match="model.fp32.onnx: contents differ"):
-        SpladeEncoder(corrupt, device="cpu")
+        SpladeEncoder(corrupt, device="cpu", variant="fp32")
     with pytest.raises(ExportDirError, match="model.fp32.onnx: onnxruntime cannot load it"):
-        SpladeEncoder(corrupt, device="cpu", verify=False)
+        SpladeEncoder(corrupt, device="cpu", variant="fp32", verify=False)
     (corrupt / "splade.json").write_text("{broken")
     with pytest.raises(ExportDirError, match="corrupt manifest"):
         SpladeEncoder(corrupt, device="cpu")
@@ -198,7 +198,7 @@ def test_device_selection_and_fallback(export_dir, monkeypatch):
             SpladeEncoder(export_dir, device="cuda")
         with pytest.warns(RuntimeWarning, match="running on CPU: the installed onnxruntime has no CUDA"):
             auto = SpladeEncoder(export_dir, device="auto")
-        assert auto.device == "cpu" and auto.placement.file == "model.fp32.onnx"
+        assert auto.device == "cpu" and auto.placement.file == "model.screened.onnx"
 
     # A CUDA EP that is listed but fails to load: onnxruntime quietly gives a CPU-only session.
     real = ort.InferenceSession
@@ -234,9 +234,19 @@ def test_choose_file_prefers_fp16_on_cuda_and_fp32_on_cpu(export_dir):
 
     manifest = read_manifest(export_dir)
     assert session_mod.choose_file(manifest, "cuda", None) == ("model.fp16.onnx", "fp16")
-    assert session_mod.choose_file(manifest, "cpu", None) == ("model.fp32.onnx", "fp32")
+    assert session_mod.choose_file(manifest, "cpu", None) == ("model.screened.onnx", "fp32-screened")
+    assert session_mod.choose_file(manifest, "cpu", "fp32") == ("model.fp32.onnx", "fp32")
     with pytest.raises(ExportDirError, match="variant 'int4'"):
         session_mod.choose_file(manifest, "cpu", "int4")
+
+
+def test_screened_graph_equals_the_fp32_graph(export_dir, enc, real_pairs):
+    fp32 = SpladeEncoder(export_dir, device="cpu", variant="fp32")
+    texts = real_pairs[0] + real_pairs[1][:100] + ["", "word " * 600]
+    a, b = enc.encode(texts, batch_size=16), fp32.encode(texts, batch_size=16)
+    np.testing.assert_array_equal(a.indptr, b.indptr)  # the same non-zero set, row by row
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-5)
 
 
 def test_fp16_graph_keeps_top_terms_through_the_runtime(export_dir, enc, real_pairs):

@@ -29,7 +29,6 @@ from .splade_head import GraphBuilder
 
 SLACK_REL = 1e-4  # x (|h|_1 |w|_inf + |b|): far above fp32 dot-product rounding (~H * 2^-24)
 SLACK_ABS = 1e-6
-SCREEN_CHUNK = 2048  # [seq, chunk] int32 tiles of one row: about L2-sized for passage lengths
 
 
 def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -54,14 +53,9 @@ def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def screened_max_logits(b: GraphBuilder, states: str, weight_name: str, weight: np.ndarray, bias: np.ndarray,
-                        chunk: int = SCREEN_CHUNK) -> str:
-    """Biased max logits [B, V], exact for every entry that can be positive; the rest are 0.
-
-    A Loop over the batch rows does the work one sequence at a time: each row gets its own int8
-    scale (a tighter bound), its own candidates (not the batch's union), and its [seq, chunk] int32
-    tiles stay in cache instead of streaming [batch, seq, chunk] tensors through memory.
-    """
+def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name: str, weight: np.ndarray,
+                        bias: np.ndarray, chunk: int) -> str:
+    """Biased max logits [B, V], exact for every entry that can be positive; the rest are 0."""
     from onnx import helper
 
     vocab = weight.shape[0]
@@ -70,45 +64,53 @@ def screened_max_logits(b: GraphBuilder, states: str, weight_name: str, weight: 
         ("wq_scale", stats["scale"]), ("dw_inf", stats["dw_inf"]), ("w1_plus_dw1", stats["w1_plus_dw1"]),
         ("slack_w", (SLACK_REL * stats["w_inf"]).astype(np.float32)),
         ("slack_b", (SLACK_REL * np.abs(bias) + SLACK_ABS).astype(np.float32)),
-        ("vocab_dim", np.array([vocab], np.int64)),
+        ("vocab_dim", np.array([vocab], np.int64)), ("q_max", np.array(127.0, np.float32)),
+        ("q_min", np.array(-127.0, np.float32)), ("tiny", np.array(1e-30, np.float32)),
+        ("w_zero", np.array(128, np.uint8)),
     )}
-    wq = [(start, min(start + chunk, vocab)) for start in range(0, vocab, chunk)]
-    for start, stop in wq:
-        b.const(f"wq_{start}_{stop}", stats["wq"][:, start:stop])
 
-    r = GraphBuilder(None)  # the loop body: one row
-    row = r.node("Unsqueeze", ["row", "splade.axis0"], "row1")
-    tokens = r.node("Squeeze", [r.node("Gather", [states, row], "row_states2", axis=0), "splade.axis0"],
-                    "row_states")  # [S, H]
-
-    # 1. screen: uint8 tokens x int8 weights, max over tokens in int32, per vocab chunk
-    hq, h_scale, h_zero = r.multi("DynamicQuantizeLinear", [tokens], ["hq", "hq_scale", "hq_zero"])
+    # 1. screen. Tokens: symmetric int8 with one scale per row; weights: uint8 = int8 + 128 (zero point
+    # 128), the operand order onnxruntime's fast u8 x s8 kernels take; [B, C, S] so the max is innermost.
+    abs_h = b.node("Abs", [states], "abs_h")
+    h_scale = b.node("Div", [b.node("Max", [b.node("ReduceMax", [abs_h], "h_absmax", axes=[1, 2], keepdims=1),
+                                           c["tiny"]], "h_absmax_safe"), c["q_max"]], "h_scale")  # [B, 1, 1]
+    hq_f = b.node("Clip", [b.node("Round", [b.node("Div", [states, h_scale], "h_scaled")], "h_round"),
+                           c["q_min"], c["q_max"]], "hq_f")  # [B, S, H], integers in float
+    hq_t = b.node("Cast", [b.node("Transpose", [hq_f], "hq_f_t", perm=[0, 2, 1])], "hq_t", to=TensorProto.INT8)
     maxima = []
-    for start, stop in wq:
-        acc = r.multi("MatMulInteger", [hq, f"splade.wq_{start}_{stop}", h_zero], [f"acc_{start}_{stop}"])[0]
-        maxima.append(r.node("ReduceMax", [acc], f"accmax_{start}_{stop}", axes=[0], keepdims=0))  # [C]
-    acc = r.node("Concat", maxima, "accmax", axis=0) if len(maxima) > 1 else maxima[0]
-    approx = r.node("Cast", [acc], "accmax_f", to=TensorProto.FLOAT)  # exact: |acc| < 2^24
-    approx = r.node("Mul", [approx, r.node("Mul", [c["wq_scale"], h_scale], "deq_scale")], "approx_max")  # [V]
+    for start in range(0, vocab, chunk):
+        stop = min(start + chunk, vocab)
+        w_u8 = b.const(f"wq_{start}_{stop}", (stats["wq"][:, start:stop].T.astype(np.int16) + 128).astype(np.uint8))
+        acc = b.node("MatMulInteger", [w_u8, hq_t, c["w_zero"]], f"acc_{start}_{stop}")  # [B, C, S] int32
+        maxima.append(b.node("ReduceMax", [acc], f"accmax_{start}_{stop}", axes=[2], keepdims=0))  # [B, C]
+    acc = b.node("Concat", maxima, "accmax", axis=1) if len(maxima) > 1 else maxima[0]
+    approx = b.node("Cast", [acc], "accmax_f", to=TensorProto.FLOAT)  # exact: |acc| < 2^24
+    row_scale = b.node("Squeeze", [h_scale, "splade.axis2"], "h_scale2")  # [B, 1]
+    approx = b.node("Mul", [b.node("Mul", [approx, row_scale], "approx0"), c["wq_scale"]], "approx_max")  # [B, V]
 
-    # the bound's per-row terms: max over tokens of |h|_1, and |dh|_inf (padding holds real tokens' states)
-    h1 = r.node("ReduceMax", [r.node("ReduceSum", [r.node("Abs", [tokens], "abs_h"), "splade.axis1"], "h1",
-                                     keepdims=0)], "h1_max", keepdims=0)  # scalar
-    deq = r.node("Sub", [r.node("Cast", [hq], "hq_f", to=TensorProto.FLOAT),
-                         r.node("Cast", [h_zero], "hq_zero_f", to=TensorProto.FLOAT)], "hq_centered")
-    dh = r.node("Sub", [tokens, r.node("Mul", [deq, h_scale], "h_deq")], "dh")
-    dh_inf = r.node("ReduceMax", [r.node("Abs", [dh], "abs_dh")], "dh_inf", keepdims=0)  # scalar
-    bound = r.node("Add", [r.node("Mul", [h1, c["dw_inf"]], "err_h_dw"),
-                           r.node("Mul", [dh_inf, c["w1_plus_dw1"]], "err_dh_w")], "err")
-    slack = r.node("Add", [r.node("Mul", [h1, c["slack_w"]], "slack_hw"), c["slack_b"]], "slack")
-    upper = r.node("Add", [r.node("Add", [approx, bound], "upper0"),
-                           r.node("Add", ["splade.decoder_bias", slack], "bias_slack")], "upper")  # [V]
+    # the bound's per-row terms: max over tokens of |h|_1 and |dh|_inf (padding holds real tokens' states)
+    h1 = b.node("ReduceMax", [b.node("ReduceSum", [abs_h, "splade.axis2"], "h1", keepdims=0)], "h1_max", axes=[1],
+                keepdims=1)  # [B, 1]
+    dh = b.node("Sub", [states, b.node("Mul", [hq_f, h_scale], "h_deq")], "dh")
+    dh_inf = b.node("ReduceMax", [b.node("Abs", [dh], "abs_dh")], "dh_inf", axes=[1, 2], keepdims=0)  # [B]
+    dh_inf = b.node("Unsqueeze", [dh_inf, "splade.axis1"], "dh_inf2")  # [B, 1]
+    bound = b.node("Add", [b.node("Mul", [h1, c["dw_inf"]], "err_h_dw"),
+                           b.node("Mul", [dh_inf, c["w1_plus_dw1"]], "err_dh_w")], "err")
+    slack = b.node("Add", [b.node("Mul", [h1, c["slack_w"]], "slack_hw"), c["slack_b"]], "slack")
+    upper = b.node("Add", [b.node("Add", [approx, bound], "upper0"),
+                           b.node("Add", ["splade.decoder_bias", slack], "bias_slack")], "upper")  # [B, V]
+    candidate = b.node("Greater", [upper, "splade.zero"], "candidate")  # [B, V]
 
-    # 2. exact: this row's candidates in fp32 over its tokens, scattered into a row of zeros
-    cols = r.node("Squeeze", [r.node("NonZero", [r.node("Greater", [upper, "splade.zero"], "candidate")],
-                                     "row_nz"), "splade.axis0"], "row_cols")  # [J]
-    w_sel = r.node("Transpose", [r.node("Gather", [weight_name, cols], "row_w", axis=0)], "row_wt", perm=[1, 0])
-    exact = r.node("ReduceMax", [r.node("MatMul", [tokens, w_sel], "row_logits")], "row_max", axes=[0],
+    # 2. exact, row by row in a Loop: each row's own candidates (not the batch's union) in fp32 over its
+    # tokens, scattered into a row of zeros
+    r = GraphBuilder(None)
+    row = r.node("Unsqueeze", ["row", "splade.axis0"], "row1")
+    cand = r.node("Squeeze", [r.node("Gather", [candidate, row], "row_cand2", axis=0), "splade.axis0"], "row_cand")
+    cols = r.node("Squeeze", [r.node("NonZero", [cand], "row_nz"), "splade.axis0"], "row_cols")  # [J]
+    tokens_t = r.node("Squeeze", [r.node("Gather", [states_t, row], "row_states2", axis=0), "splade.axis0"],
+                      "row_states_t")  # [H, S]
+    w_sel = r.node("Gather", [weight_name, cols], "row_w", axis=0)  # [J, H]
+    exact = r.node("ReduceMax", [r.node("MatMul", [w_sel, tokens_t], "row_logits")], "row_max", axes=[1],
                    keepdims=0)  # [J]
     exact = r.node("Add", [exact, r.node("Gather", ["splade.decoder_bias", cols], "row_bias", axis=0)],
                    "row_max_biased")
@@ -116,7 +118,7 @@ def screened_max_logits(b: GraphBuilder, states: str, weight_name: str, weight: 
     r.node("ScatterElements", [zeros, cols, exact], "row_out", axis=0)  # [V]; the rest: provably <= 0
     r.node("Identity", ["cond_in"], "cond_out")
     loop_body = helper.make_graph(
-        r.nodes, "splade_screened_row",
+        r.nodes, "splade_exact_row",
         [helper.make_tensor_value_info("row", TensorProto.INT64, []),
          helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),

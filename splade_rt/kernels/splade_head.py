@@ -11,8 +11,8 @@ tensor is [batch, seq, chunk]:
   * Padding is masked without touching the big tensor: a padded token's hidden state is replaced
     by a real token's of the same row, so its logits repeat ones already in the max. Rows with no
     real token are zeroed at the end, as sentence-transformers' masked pooling gives.
-  * Each chunk's weight is Transpose(Slice(tied embedding)): the file stores the tied weight once;
-    onnxruntime folds the slices into prepacked constants when the session loads.
+  * Each chunk's weight is a Slice of the tied embedding: the file stores the tied weight once;
+    onnxruntime folds the slices into constants when the session loads.
   * log1p is computed as log(u) * x / (u - 1), u = 1 + x (Goldberg), so tiny activations are not
     rounded to zero: the non-zero set matches torch.log1p.
 
@@ -105,13 +105,14 @@ def append_splade_head(
     real = b.node("Cast", [ATTENTION_MASK], "mask_bool", to=TensorProto.BOOL)
     real = b.node("Unsqueeze", [real, "splade.axis2"], "mask_bool3")  # [B, S, 1]
     states = b.node("Where", [real, hidden, anchor], "pooled_hidden")  # [B, S, H]
+    states_t = b.node("Transpose", [states], "pooled_hidden_t", perm=[0, 2, 1])  # [B, H, S]
 
     if screened:
         from .screening import screened_max_logits
 
-        top = screened_max_logits(b, states, weight_name, decoder_weight, decoder_bias)
+        top = screened_max_logits(b, states, states_t, weight_name, decoder_weight, decoder_bias, vocab_chunk)
     else:
-        top = b.node("Add", [chunked_max_logits(b, states, weight_name, vocab, vocab_chunk), bias],
+        top = b.node("Add", [chunked_max_logits(b, states_t, weight_name, vocab, vocab_chunk), bias],
                      "max_logits_biased")
     value = b.node("Relu", [top], "relu")
     value = _log1p(b, value, "log1p")
@@ -141,17 +142,20 @@ def append_splade_head(
     return model
 
 
-def chunked_max_logits(b: GraphBuilder, states: str, weight_name: str, vocab: int, chunk: int) -> str:
-    """max over tokens of states @ W.T, one [B, S, chunk] slice of the logits alive at a time."""
+def chunked_max_logits(b: GraphBuilder, states_t: str, weight_name: str, vocab: int, chunk: int) -> str:
+    """max over tokens of W @ states^T, one [B, chunk, S] slice of the logits alive at a time.
+
+    The logits are laid out [B, vocab, seq] so the max runs over the innermost axis: onnxruntime
+    reduces a contiguous last axis ~7x faster than a middle one (13 vs 1.9 Gelem/s measured here).
+    """
     maxima = []
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
         tag = f"{start}_{stop}"
         lo, hi = b.const(f"start_{tag}", np.array([start], np.int64)), b.const(f"stop_{tag}", np.array([stop], np.int64))
-        rows = b.node("Slice", [weight_name, lo, hi, "splade.axis0"], f"w_{tag}")
-        cols = b.node("Transpose", [rows], f"wt_{tag}", perm=[1, 0])  # [H, C]
-        logits = b.node("MatMul", [states, cols], f"logits_{tag}")  # [B, S, C]
-        maxima.append(b.node("ReduceMax", [logits], f"max_{tag}", axes=[1], keepdims=0))  # [B, C]
+        rows = b.node("Slice", [weight_name, lo, hi, "splade.axis0"], f"w_{tag}")  # [C, H]
+        logits = b.node("MatMul", [rows, states_t], f"logits_{tag}")  # [B, C, S]
+        maxima.append(b.node("ReduceMax", [logits], f"max_{tag}", axes=[2], keepdims=0))  # [B, C]
     return b.node("Concat", maxima, "max_logits", axis=1) if len(maxima) > 1 else maxima[0]
 
 

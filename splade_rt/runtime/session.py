@@ -43,13 +43,14 @@ def parse_device(device: str) -> tuple[str, int]:
 
 
 def choose_file(manifest: dict, want: str, variant: str | None) -> tuple[str, str]:
-    """(file name, precision): the variant if named, else fp16 for CUDA and fp32 for CPU."""
+    """(file name, precision): the variant if named, else fp16 for CUDA and, for the CPU, the exact
+    int8-screened graph (same results as fp32, ~1.8x faster) before the plain fp32 one."""
     files = {info["precision"]: name for name, info in manifest["files"].items() if "precision" in info}
     if variant is not None:
         if variant not in files:
             raise ExportDirError(f"variant {variant!r} not in this export (has: {', '.join(sorted(files))})")
         return files[variant], variant
-    order = ("fp16", "fp32") if want == "cuda" else ("fp32", "fp16")
+    order = ("fp16", "fp32", "fp32-screened") if want == "cuda" else ("fp32-screened", "fp32", "fp16")
     for precision in order:
         if precision in files:
             return files[precision], precision
