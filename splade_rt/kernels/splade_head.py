@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_VOCAB_CHUNK = 4096
+DEFAULT_VOCAB_CHUNK = 2048
 
 _ACTIVATIONS = ("relu", "log1p_relu")
 
