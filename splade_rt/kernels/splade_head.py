@@ -99,7 +99,9 @@ def append_splade_head(
     bias = b.const("decoder_bias", decoder_bias.astype(np.float32))
 
     # Padding: swap each padded token's hidden state for a real token's (first one in the row).
-    first = b.node("ArgMax", [ATTENTION_MASK], "first_token", axis=1, keepdims=1)  # [B, 1]
+    # The mask is made float first: CUDA's ArgMax/ReduceMax kernels take no int64.
+    mask_f = b.node("Cast", [ATTENTION_MASK], "mask_f", to=TensorProto.FLOAT)
+    first = b.node("ArgMax", [mask_f], "first_token", axis=1, keepdims=1)  # [B, 1]
     anchor = b.node("GatherND", [hidden, first], "anchor_hidden", batch_dims=1)  # [B, H]
     anchor = b.node("Unsqueeze", [anchor, "splade.axis1"], "anchor_hidden3")  # [B, 1, H]
     real = b.node("Cast", [ATTENTION_MASK], "mask_bool", to=TensorProto.BOOL)
@@ -119,8 +121,7 @@ def append_splade_head(
     if activation == "log1p_relu":
         value = _log1p(b, value, "log1p2")
     # Rows without any real token pool to zero, as masked pooling in torch gives.
-    any_real = b.node("ReduceMax", [ATTENTION_MASK], "any_token", axes=[1], keepdims=1)  # [B, 1] int64
-    any_real = b.node("Cast", [any_real], "any_token_f", to=TensorProto.FLOAT)
+    any_real = b.node("ReduceMax", [mask_f], "any_token", axes=[1], keepdims=1)  # [B, 1]
     sparse = b.node("Mul", [value, any_real], OUT_SPARSE)
 
     b.multi("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], axis=-1, largest=1, sorted=1)
