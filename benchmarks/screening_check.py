@@ -1,0 +1,69 @@
+"""The screened graph against the fp32 graph on every document and query of the shared collections.
+
+    python -m benchmarks.screening_check [--export DIR]
+
+Issue bar: values within 1e-5 and the same non-zero set, row by row. Writes
+results/screening-check-<date>.json with per-collection counts, max abs diff and mismatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from .run import HERE, SHARED, prepare_models
+
+COLLECTIONS = ("scifact", "vaswani", "cranfield", "cisi")
+
+
+def load(name: str) -> list[str]:
+    d = SHARED / "data" / name
+    texts = []
+    with open(d / "corpus.jsonl", encoding="utf-8") as f:
+        texts += [(doc.get("title", "") + " " + doc["text"]).strip() for doc in map(json.loads, f)]
+    with open(d / "queries.jsonl", encoding="utf-8") as f:
+        texts += [q["text"] for q in map(json.loads, f)]
+    return texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    from splade_rt import SpladeEncoder
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", type=Path)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args(argv)
+    export = args.export or prepare_models(None, naive=False)["chunked"]
+    screened = SpladeEncoder(export, device="cpu", variant="fp32-screened")
+    fp32 = SpladeEncoder(export, device="cpu", variant="fp32")
+    rows, ok = [], True
+    for name in COLLECTIONS:
+        texts = load(name)
+        t = time.perf_counter()
+        a = screened.encode(texts)
+        ta = time.perf_counter() - t
+        t = time.perf_counter()
+        b = fp32.encode(texts)
+        tb = time.perf_counter() - t
+        same_rows = int(sum(np.array_equal(x.indices, y.indices) for x, y in zip(a, b)))
+        max_diff = float(np.abs(a.values - b.values).max()) if same_rows == len(texts) else float("nan")
+        row = {"collection": name, "texts": len(texts), "rows_with_same_nonzero_set": same_rows,
+               "max_abs_diff": max_diff, "nnz": a.nnz, "screened_s": round(ta, 1), "fp32_s": round(tb, 1),
+               "speedup": round(tb / ta, 2)}
+        ok = ok and same_rows == len(texts) and max_diff <= 1e-5
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"date": date.today().isoformat(), "max_length": screened.max_length, "passed": ok, "rows": rows}
+    (args.out / f"screening-check-{report['date']}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
