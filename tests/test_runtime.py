@@ -108,6 +108,17 @@ def test_io_binding_path_gives_the_same_vectors(export_dir, enc, real_pairs):
         np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
 
 
+def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(export_dir, real_pairs):
+    enc = SpladeEncoder(export_dir, device="cpu", threads=2)
+    queries = real_pairs[0][:20]
+    small = enc.encode(queries[0])  # <= 64 padded tokens: the one-thread session
+    assert enc._small is not None and enc._small.get_session_options().intra_op_num_threads == 1
+    enc._small_enabled = False  # the two-thread session for everything
+    big = enc.encode(queries[0])
+    np.testing.assert_array_equal(small.indices, big.indices)
+    np.testing.assert_array_equal(small.values, big.values)
+
+
 def test_threads_give_the_results_of_sequential_calls(enc, real_pairs):
     texts = real_pairs[0][:8] + real_pairs[1][:8]
     expected = [enc.encode(texts[i % len(texts)], top_k=32).to_dicts() for i in range(100)]

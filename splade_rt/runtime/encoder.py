@@ -8,6 +8,7 @@ one encoder serves many threads (onnxruntime sessions are thread-safe for run())
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ from ..manifest import (
     sha256_file,
 )
 from .embeddings import SparseEmbeddings, SparseVector, concat, dot_scores
-from .session import Placement, open_session
+from .session import Placement, open_session, single_thread_twin
 
 logger = logging.getLogger("splade_rt")
 
 DEFAULT_BATCH_TOKENS = 8192
+SMALL_INPUT_TOKENS = 64  # padded tokens at or below which the CPU runs one thread (see single_thread_twin)
 
 
 class SpladeEncoder:
@@ -60,6 +62,11 @@ class SpladeEncoder:
                                                  threads=threads, spinning=spinning, verify=verify)
         # IOBinding keeps inputs and the [batch, vocab] tensor on the device; on the CPU plain run() is cheaper.
         self._io_binding = self.placement.device == "cuda" if io_binding is None else io_binding
+        self._small = None  # one-thread twin session for query-sized inputs, made on first use
+        self._small_enabled = (self.placement.device == "cpu" and not self._io_binding
+                               and self.placement.session.get_session_options().intra_op_num_threads > 1)
+        self._small_lock = threading.Lock()
+        self._spinning = spinning
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -164,10 +171,20 @@ class SpladeEncoder:
         if self._io_binding:
             first, second = self._run_bound(ids, mask, top, wanted)
         else:
-            first, second = self.placement.session.run(wanted, {INPUT_IDS: ids, ATTENTION_MASK: mask, TOP_K: top})
+            session = self._small_session() if ids.size <= SMALL_INPUT_TOKENS else self.placement.session
+            first, second = session.run(wanted, {INPUT_IDS: ids, ATTENTION_MASK: mask, TOP_K: top})
         if k:
             return _csr_from_topk(first, second, cut, self.dim, self.vocab)
         return _csr_from_coo(first, second, cut, len(ids), self.dim, self.vocab)
+
+    def _small_session(self):
+        if not self._small_enabled:
+            return self.placement.session
+        if self._small is None:
+            with self._small_lock:
+                if self._small is None:
+                    self._small = single_thread_twin(self.placement, self.path, self._spinning)
+        return self._small
 
     def _run_bound(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str]):
         """Inputs copied to the device once; only the wanted (small) outputs are bound to host memory:
