@@ -75,8 +75,9 @@ def test_screened_head_never_misses_a_positive_logit(model, case):
     chunked = head_session(weight, bias, screened=False)
     screened = head_session(weight, bias, screened=True)
     for trial in range(20):
-        states = rng.standard_normal((3, 11, 48)).astype(np.float32)
-        mask = np.ones((3, 11), np.int64)
+        rows = 3 if trial % 2 else 6  # both int8 layouts: single rows / long vs batches of short rows
+        states = rng.standard_normal((rows, 11, 48)).astype(np.float32)
+        mask = np.ones((rows, 11), np.int64)
         mask[0, 7:] = 0
         b = bias.copy()
         if case == "near_threshold":
@@ -86,7 +87,7 @@ def test_screened_head_never_misses_a_positive_logit(model, case):
         elif case == "large_norm":
             states *= 1e3
         elif case == "outlier":
-            states[rng.integers(3), rng.integers(7), rng.integers(48)] = 500.0  # coarse activation scale
+            states[rng.integers(rows), rng.integers(7), rng.integers(48)] = 500.0  # coarse activation scale
         elif case == "all_negative":
             b = np.full_like(bias, -1e3)
         sess_c, sess_s = (chunked, screened) if b is bias else (head_session(weight, b, screened=False),
