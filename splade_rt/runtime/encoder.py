@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +208,7 @@ class SpladeEncoder:
 def _check_texts(texts: Any) -> list[str]:
     if isinstance(texts, str):
         return [texts]
-    if isinstance(texts, (bytes, bytearray)) or texts is None or not isinstance(texts, Sequence) and not hasattr(
-            texts, "__iter__"):
+    if texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
         raise TypeError(f"texts must be a str or a list of str, not {type(texts).__name__}")
     texts = list(texts)
     for i, t in enumerate(texts):
