@@ -91,7 +91,7 @@ def test_batches_never_pad_beyond_their_longest_row():
     lengths = np.array([5, 300, 40, 41, 299, 7, 8, 512])
     order = np.argsort(-lengths, kind="stable")
     seen = []
-    for rows in encoder_mod._batches(order, lengths, batch_size=3, max_tokens=1024):
+    for rows in encoder_mod.length_batches(order, lengths, batch_size=3, max_tokens=1024):
         assert len(rows) <= 3 and len(rows) * lengths[rows].max() <= 1024
         assert lengths[rows[0]] == lengths[rows].max()
         seen.extend(rows.tolist())

@@ -157,6 +157,7 @@ def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activa
     from transformers.utils import logging as hf_logging
 
     from ..export.parity import reference_embeddings
+    from ..runtime.encoder import length_batches
 
     hf_logging.disable_progress_bar()  # a weight-loading bar on stderr would break the one-line-per-fact output
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
@@ -172,10 +173,9 @@ def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activa
         ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         lengths = np.array([len(x) for x in ids], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
-        parts, done, start = [], [], 0
-        while start < len(order):
-            width = int(lengths[order[start]])
-            rows = order[start:start + max(1, min(batch_size, REFERENCE_BATCH_TOKENS // max(width, 1)))]
+        parts, done = [], []
+        for rows in length_batches(order, lengths, batch_size, REFERENCE_BATCH_TOKENS):
+            width = int(lengths[rows[0]])
             batch = np.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=np.int64)
             mask = np.zeros((len(rows), width), dtype=np.int64)
             for r, i in enumerate(rows):
@@ -183,7 +183,6 @@ def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activa
             dense = reference_embeddings(mlm, batch, mask, activation, batch=len(rows))
             parts.append(SparseEmbeddings.from_dense(dense))
             done.append(rows)
-            start += len(rows)
         if not parts:
             return SparseEmbeddings.empty(vocab_size)
         return concat(parts).take(np.argsort(np.concatenate(done), kind="stable"))

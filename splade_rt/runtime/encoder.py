@@ -18,10 +18,9 @@ import numpy as np
 from ..errors import ExportDirError
 from ..manifest import (
     ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, read_manifest,
-    sha256_file,
 )
 from .embeddings import SparseEmbeddings, SparseVector, concat, dot_scores
-from .session import Placement, open_session, single_thread_twin
+from .session import Placement, open_session, single_thread_twin, verify_file
 
 logger = logging.getLogger("splade_rt")
 
@@ -109,7 +108,7 @@ class SpladeEncoder:
         order = np.argsort(-lengths, kind="stable")  # longest first: the biggest batch fails first, if at all
         parts, done = [], []
         bar = _progress(len(texts), show_progress_bar)
-        for rows in _batches(order, lengths, batch_size, self.max_batch_tokens):
+        for rows in length_batches(order, lengths, batch_size, self.max_batch_tokens):
             ids, mask = self._pad([encodings[i] for i in rows], int(lengths[rows[0]]))
             parts.append(self._run(ids, mask, k, cut))
             done.append(rows)
@@ -217,7 +216,7 @@ def _check_texts(texts: Any) -> list[str]:
     return texts
 
 
-def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int):
+def length_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int):
     """Cut the length-sorted order into batches of at most batch_size rows and max_tokens padded tokens."""
     start = 0
     while start < len(order):
@@ -256,11 +255,7 @@ def _as_batch(x: SparseEmbeddings | SparseVector, dim: int) -> SparseEmbeddings:
 def _load_tokenizer(path: Path, manifest: dict, max_length: int, verify: bool):
     from tokenizers import Tokenizer
 
-    if not path.is_file():
-        raise ExportDirError(f"{path}: missing (the export's tokenizer)")
-    expected = manifest["files"].get(path.name, {}).get("sha256")
-    if verify and expected and sha256_file(path) != expected:
-        raise ExportDirError(f"{path}: contents differ from the manifest's hash (corrupt or replaced)")
+    verify_file(path, manifest, verify)
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON

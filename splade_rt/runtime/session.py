@@ -100,7 +100,7 @@ def open_session(directory: Path, manifest: dict, device: str, *, variant: str |
                       "install onnxruntime-gpu (pip install 'splade-rt[gpu]')")
         else:
             name, precision = choose_file(manifest, "cuda", variant)
-            _verify(directory / name, manifest, verify)
+            verify_file(directory / name, manifest, verify)
             _preload_cuda(ort)
             try:
                 session = ort.InferenceSession(str(directory / name), session_options(threads, spinning),
@@ -118,7 +118,7 @@ def open_session(directory: Path, manifest: dict, device: str, *, variant: str |
         warnings.warn(f"splade-rt: running on CPU: {reason}", RuntimeWarning, stacklevel=3)
     name, precision = choose_file(manifest, "cpu", variant)
     path = directory / name
-    _verify(path, manifest, verify)
+    verify_file(path, manifest, verify)
     try:
         session = ort.InferenceSession(str(path), session_options(threads, spinning), providers=[CPU])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several types for a bad file
@@ -127,10 +127,11 @@ def open_session(directory: Path, manifest: dict, device: str, *, variant: str |
     return Placement(session, "cpu", 0, name, precision, fallback_reason=reason)
 
 
-def _verify(path: Path, manifest: dict, verify: bool) -> None:
+def verify_file(path: Path, manifest: dict, verify: bool) -> None:
+    """The file exists and, when verify, its sha256 is the manifest's: a clear error naming it otherwise."""
     if not path.is_file():
         raise ExportDirError(f"{path}: missing (listed in the manifest)")
-    expected = manifest["files"][path.name].get("sha256")
+    expected = manifest["files"].get(path.name, {}).get("sha256")
     if verify and expected and sha256_file(path) != expected:
         raise ExportDirError(f"{path}: contents differ from the manifest's hash (corrupt, truncated or "
                              "replaced); re-export the model")
