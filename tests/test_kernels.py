@@ -17,7 +17,7 @@ from splade_rt.kernels.screening import quantize_rows
 
 
 def head_session(weight: np.ndarray, bias: np.ndarray, *, screened: bool, chunk: int = 97,
-                 activation: str = "relu") -> ort.InferenceSession:
+                 activation: str = "relu", center: np.ndarray | None = None) -> ort.InferenceSession:
     hidden = weight.shape[1]
     graph = helper.make_graph(
         [helper.make_node("Identity", ["hidden_in"], ["mlm_hidden"])], "head",
@@ -26,7 +26,8 @@ def head_session(weight: np.ndarray, bias: np.ndarray, *, screened: bool, chunk:
         [helper.make_tensor_value_info("mlm_hidden", TensorProto.FLOAT, ["batch", "seq", hidden])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model = append_splade_head(model, weight, bias, activation=activation, vocab_chunk=chunk, screened=screened)
+    model = append_splade_head(model, weight, bias, activation=activation, vocab_chunk=chunk, screened=screened,
+                               screen_center=center)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
@@ -68,15 +69,20 @@ def test_reduce_first_head_matches_pooling_with_padding(model):
         assert not got[3].any()
 
 
+@pytest.mark.parametrize("centring", ["none", "offset", "wrong"])
 @pytest.mark.parametrize("case", ["random", "near_threshold", "large_norm", "outlier", "all_negative"])
-def test_screened_head_never_misses_a_positive_logit(model, case):
+def test_screened_head_never_misses_a_positive_logit(model, case, centring):
+    """centring: states share a large mean offset (as BERT's do) and the screen subtracts it
+    ("offset"), a mean far from the states ("wrong": looser, still exact), or nothing ("none")."""
     weight, bias = model
-    rng = np.random.default_rng(hash(case) % 2**32)
+    rng = np.random.default_rng(hash((case, centring)) % 2**32)
+    offset = np.zeros(48, np.float32) if centring == "none" else (rng.standard_normal(48) * 4).astype(np.float32)
+    center = {"none": None, "offset": offset + 0.1, "wrong": -3 * offset}[centring]
     chunked = head_session(weight, bias, screened=False)
-    screened = head_session(weight, bias, screened=True)
-    for trial in range(20):
-        rows = 3 if trial % 2 else 6  # both int8 layouts: single rows / long vs batches of short rows
-        states = rng.standard_normal((rows, 11, 48)).astype(np.float32)
+    screened = head_session(weight, bias, screened=True, center=center)
+    for trial in range(12):
+        rows = 3 if trial % 2 else 6
+        states = rng.standard_normal((rows, 11, 48)).astype(np.float32) + offset
         mask = np.ones((rows, 11), np.int64)
         mask[0, 7:] = 0
         b = bias.copy()
@@ -91,7 +97,7 @@ def test_screened_head_never_misses_a_positive_logit(model, case):
         elif case == "all_negative":
             b = np.full_like(bias, -1e3)
         sess_c, sess_s = (chunked, screened) if b is bias else (head_session(weight, b, screened=False),
-                                                                 head_session(weight, b, screened=True))
+                                                                 head_session(weight, b, screened=True, center=center))
         want, got = run(sess_c, states, mask), run(sess_s, states, mask)
         assert ((want > 0) == (got > 0)).all(), (case, trial)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)

@@ -112,11 +112,25 @@ def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(expor
     enc = SpladeEncoder(export_dir, device="cpu", threads=2)
     queries = real_pairs[0][:20]
     small = enc.encode(queries[0])  # <= 64 padded tokens: the one-thread session
-    assert enc._small is not None and enc._small.get_session_options().intra_op_num_threads == 1
+    assert enc._twins[1].get_session_options().intra_op_num_threads == 1
     enc._small_enabled = False  # the two-thread session for everything
     big = enc.encode(queries[0])
     np.testing.assert_array_equal(small.indices, big.indices)
     np.testing.assert_array_equal(small.values, big.values)
+
+
+def test_batches_run_side_by_side_give_the_serial_results_in_input_order(export_dir, real_pairs):
+    texts = real_pairs[1][:40] + real_pairs[0][:40]  # passages and queries: many batches of mixed widths
+    serial = SpladeEncoder(export_dir, device="cpu", threads=2, workers=1).encode(texts, batch_size=4)
+    side = SpladeEncoder(export_dir, device="cpu", threads=2)
+    assert side.workers == 2
+    got = side.encode(texts, batch_size=4)
+    assert 1 in side._twins  # two one-thread sessions' worth of batches, not the two-thread session
+    np.testing.assert_array_equal(got.indptr, serial.indptr)
+    np.testing.assert_array_equal(got.indices, serial.indices)
+    np.testing.assert_array_equal(got.values, serial.values)
+    with pytest.raises(ValueError, match="workers"):
+        SpladeEncoder(export_dir, device="cpu", workers=0)
 
 
 def test_threads_give_the_results_of_sequential_calls(enc, real_pairs):

@@ -102,9 +102,11 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     bias = bias_param.detach().numpy().astype(np.float32)
     tied = decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()
 
+    center = hidden_mean(MlmHidden(), source) if screened else None
+
     def with_head(screened: bool):
         model = append_splade_head(copy.deepcopy(optimized.model), weight, bias, activation=source.activation,
-                                   vocab_chunk=vocab_chunk, screened=screened)
+                                   vocab_chunk=vocab_chunk, screened=screened, screen_center=center)
         model.producer_name = "splade-rt"
         return model
 
@@ -118,6 +120,20 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
         files["fp16"] = work / "model.fp16.onnx"
         onnx.save(to_fp16(fp32), str(files["fp16"]))
     return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied)
+
+
+def hidden_mean(mlm_hidden, source: SourceModel) -> np.ndarray:
+    """The mean MLM-transformed hidden state over the parity texts' tokens: the screened graph
+    quantizes states minus this mean (tighter bound; exact whatever the mean)."""
+    import torch
+
+    from .parity import reference_tokenize
+    from .texts import parity_texts
+
+    ids, mask = reference_tokenize(source.tokenizer_dir, parity_texts(), source.max_length, source.lowercase)
+    with torch.no_grad():
+        states = mlm_hidden(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    return states[mask.astype(bool)].astype(np.float64).mean(axis=0).astype(np.float32)
 
 
 def to_fp16(model):

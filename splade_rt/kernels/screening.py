@@ -4,7 +4,7 @@ Of the 30,522 logits per token only a handful are positive, and only positive on
 So the projection runs twice, cheaply:
 
 1. Screen: int8 x uint8 (MatMulInteger, VNNI/AVX2 kernels) over the whole vocab, reduced first
-   (max over the sequence's tokens, in int32) to [vocab], one sequence at a time. With the quantization steps
+   (max over each sequence's tokens, in int32) to [batch, vocab]. With the quantization steps
    known, each approximate max gets a rigorous upper bound on the true fp32 max logit:
 
      h.w - deq(h).deq(w) = h.dw + dh.w - dh.dw
@@ -12,9 +12,14 @@ So the projection runs twice, cheaply:
 
    with |h|_1 and dh measured in the graph (per sequence: the max over its tokens) and dw, |w|_1
    from the export. A relative slack covers fp32 rounding in the exact pass and in the bound itself.
-2. Exact: vocab entries whose bound is > 0 (about 2.5x the positives: ~750 of 30,522 for a
-   passage) are gathered and recomputed in fp32 over the sequence's tokens; the rest are provably
-   <= 0, i.e. 0 after relu. The result is the fp32 result, not an approximation of it.
+   The states are screened centred, h - mu, with mu.w folded into the bias: BERT's hidden states
+   share a large mean (|mu|^2 is ~80% of E|h|^2 here), so centring shrinks the quantization step
+   and with it the bound. Any mu keeps the result exact; the export's mean over real text keeps
+   the bound tight.
+2. Exact: vocab entries whose bound is > 0 (1.76-1.92x the positives on the shared collections:
+   ~480 of 30,522 for a SciFact document) are gathered and recomputed in fp32 over the sequence's
+   tokens; the rest are provably <= 0, i.e. 0 after relu. The result is the fp32 result, not an
+   approximation of it.
 
 Everything is standard ONNX, so it runs wherever onnxruntime runs; the fp32 chunked graph stays
 the fallback (and the GPU path, where fp16 is already cheap).
@@ -54,51 +59,68 @@ def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name: str, weight: np.ndarray,
-                        bias: np.ndarray, chunk: int) -> str:
-    """Biased max logits [B, V], exact for every entry that can be positive; the rest are 0."""
+                        bias: np.ndarray, chunk: int, center: np.ndarray | None = None) -> str:
+    """Biased max logits [B, V], exact for every entry that can be positive; the rest are 0.
+    center: the mean hidden state over real text (tightens the screen; None screens uncentred)."""
     from onnx import helper
 
-    vocab = weight.shape[0]
+    vocab, hidden = weight.shape
     stats = quantize_rows(weight)
+    mu = np.zeros(hidden, np.float32) if center is None else np.asarray(center, np.float32)
+    mu_w = weight.astype(np.float64) @ mu.astype(np.float64)  # [V]: the centre's share of every logit
+    # rounding the exact pass and the centring can't exceed: |h|_1 <= |h - mu|_1 + 2 |mu|_1 (one fp32 Sub)
+    slack_w = SLACK_REL * stats["w_inf"].astype(np.float64)
+    slack_b = SLACK_REL * (np.abs(bias) + np.abs(mu_w)) + SLACK_ABS + 2 * np.abs(mu).sum() * slack_w
     c = {name: b.const(name, value) for name, value in (
         ("wq_scale", stats["scale"]), ("dw_inf", stats["dw_inf"]), ("w1_plus_dw1", stats["w1_plus_dw1"]),
-        ("slack_w", (SLACK_REL * stats["w_inf"]).astype(np.float32)),
-        ("slack_b", (SLACK_REL * np.abs(bias) + SLACK_ABS).astype(np.float32)),
+        ("slack_w", slack_w.astype(np.float32)), ("slack_b", slack_b.astype(np.float32)),
+        ("center", mu), ("bias_center", (bias.astype(np.float64) + mu_w).astype(np.float32)),
         ("vocab_dim", np.array([vocab], np.int64)), ("q_max", np.array(127.0, np.float32)),
         ("q_min", np.array(-127.0, np.float32)), ("tiny", np.array(1e-30, np.float32)),
-        ("w_zero", np.array(128, np.uint8)),
+        ("w_zero", np.array(128, np.uint8)), ("h_cols", np.array([hidden, -1], np.int64)),
+        ("keep_dim", np.array([0], np.int64)), ("infer_dim", np.array([-1], np.int64)),
     )}
 
-    # 1. screen. Tokens: symmetric int8 with one scale per row; weights: uint8 = int8 + 128 (zero point
-    # 128), the operand order onnxruntime's fast u8 x s8 kernels take; [B, C, S] so the max is innermost.
-    abs_h = b.node("Abs", [states], "abs_h")
+    # 1. screen. Tokens: symmetric int8 with one scale per sequence; weights: uint8 = int8 + 128 (zero
+    # point 128), the operand order onnxruntime's fast u8 x s8 kernels take.
+    centred = b.node("Sub", [states, c["center"]], "centred")  # [B, S, H]
+    abs_h = b.node("Abs", [centred], "abs_h")
     h_scale = b.node("Div", [b.node("Max", [b.node("ReduceMax", [abs_h], "h_absmax", axes=[1, 2], keepdims=1),
                                            c["tiny"]], "h_absmax_safe"), c["q_max"]], "h_scale")  # [B, 1, 1]
-    hq_f = b.node("Clip", [b.node("Round", [b.node("Div", [states, h_scale], "h_scaled")], "h_round"),
+    hq_f = b.node("Clip", [b.node("Round", [b.node("Div", [centred, h_scale], "h_scaled")], "h_round"),
                            c["q_min"], c["q_max"]], "hq_f")  # [B, S, H], integers in float
-    hq_t = b.node("Cast", [b.node("Transpose", [hq_f], "hq_f_t", perm=[0, 2, 1])], "hq_t", to=TensorProto.INT8)
+    # all the batch's tokens as the columns of one 2-D product: one large gemm runs ~1.5x faster than
+    # a batch of per-sequence ones (measured here); the max over each sequence's tokens stays innermost
+    hq_t = b.node("Cast", [b.node("Reshape", [b.node("Transpose", [hq_f], "hq_f_t", perm=[2, 0, 1]), c["h_cols"]],
+                                  "hq_f_2d")], "hq_t", to=TensorProto.INT8)  # [H, B * S]
+    batch = b.node("Slice", [b.node("Shape", [states], "states_shape"), "splade.axis0", "splade.axis1",
+                             "splade.axis0"], "batch1")
+    acc_shape = b.node("Concat", [c["keep_dim"], batch, c["infer_dim"]], "acc_shape", axis=0)  # [C, B, S]
     maxima = []
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
         w_u8 = b.const(f"wq_{start}_{stop}", (stats["wq"][:, start:stop].T.astype(np.int16) + 128).astype(np.uint8))
-        acc = b.node("MatMulInteger", [w_u8, hq_t, c["w_zero"]], f"acc_{start}_{stop}")  # [B, C, S] int32
-        maxima.append(b.node("ReduceMax", [acc], f"accmax_{start}_{stop}", axes=[2], keepdims=0))  # [B, C]
-    acc = b.node("Concat", maxima, "accmax", axis=1) if len(maxima) > 1 else maxima[0]
+        acc = b.node("MatMulInteger", [w_u8, hq_t, c["w_zero"]], f"acc_{start}_{stop}")  # [C, B * S] int32
+        acc = b.node("Reshape", [acc, acc_shape], f"acc3_{start}_{stop}")
+        maxima.append(b.node("ReduceMax", [acc], f"accmax_{start}_{stop}", axes=[2], keepdims=0))  # [C, B]
+    acc = b.node("Concat", maxima, "accmax_vb", axis=0) if len(maxima) > 1 else maxima[0]
+    acc = b.node("Transpose", [acc], "accmax", perm=[1, 0])  # [B, V]
     approx = b.node("Cast", [acc], "accmax_f", to=TensorProto.FLOAT)  # exact: |acc| < 2^24
     row_scale = b.node("Squeeze", [h_scale, "splade.axis2"], "h_scale2")  # [B, 1]
     approx = b.node("Mul", [b.node("Mul", [approx, row_scale], "approx0"), c["wq_scale"]], "approx_max")  # [B, V]
 
-    # the bound's per-row terms: max over tokens of |h|_1 and |dh|_inf (padding holds real tokens' states)
+    # the bound's per-sequence terms: max over tokens of |h - mu|_1 and |dh|_inf (padding holds real
+    # tokens' states)
     h1 = b.node("ReduceMax", [b.node("ReduceSum", [abs_h, "splade.axis2"], "h1", keepdims=0)], "h1_max", axes=[1],
                 keepdims=1)  # [B, 1]
-    dh = b.node("Sub", [states, b.node("Mul", [hq_f, h_scale], "h_deq")], "dh")
+    dh = b.node("Sub", [centred, b.node("Mul", [hq_f, h_scale], "h_deq")], "dh")
     dh_inf = b.node("ReduceMax", [b.node("Abs", [dh], "abs_dh")], "dh_inf", axes=[1, 2], keepdims=0)  # [B]
     dh_inf = b.node("Unsqueeze", [dh_inf, "splade.axis1"], "dh_inf2")  # [B, 1]
     bound = b.node("Add", [b.node("Mul", [h1, c["dw_inf"]], "err_h_dw"),
                            b.node("Mul", [dh_inf, c["w1_plus_dw1"]], "err_dh_w")], "err")
     slack = b.node("Add", [b.node("Mul", [h1, c["slack_w"]], "slack_hw"), c["slack_b"]], "slack")
     upper = b.node("Add", [b.node("Add", [approx, bound], "upper0"),
-                           b.node("Add", ["splade.decoder_bias", slack], "bias_slack")], "upper")  # [B, V]
+                           b.node("Add", [c["bias_center"], slack], "bias_slack")], "upper")  # [B, V]
     candidate = b.node("Greater", [upper, "splade.zero"], "candidate")  # [B, V]
 
     # 2. exact, row by row in a Loop: each row's own candidates (not the batch's union) in fp32 over its
@@ -124,7 +146,5 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("row_out", TensorProto.FLOAT, [vocab])],
     )
-    shape = b.node("Shape", [states], "states_shape")
-    rows = b.node("Squeeze", [b.node("Slice", [shape, "splade.axis0", "splade.axis1", "splade.axis0"], "rows1"),
-                              "splade.axis0"], "rows")
+    rows = b.node("Squeeze", [batch, "splade.axis0"], "rows")
     return b.node("Loop", [rows, ""], "max_logits_biased", body=loop_body)

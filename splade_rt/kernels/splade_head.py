@@ -70,8 +70,10 @@ def append_splade_head(
     activation: str = "relu",
     vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
     screened: bool = False,
+    screen_center: np.ndarray | None = None,
 ):
-    """Replace the model's hidden-state output with the SPLADE outputs (see module docstring)."""
+    """Replace the model's hidden-state output with the SPLADE outputs (see module docstring).
+    screen_center: mean hidden state on real text, for the screened variant (kernels.screening)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -112,7 +114,8 @@ def append_splade_head(
     if screened:
         from .screening import screened_max_logits
 
-        top = screened_max_logits(b, states, states_t, weight_name, decoder_weight, decoder_bias, vocab_chunk)
+        top = screened_max_logits(b, states, states_t, weight_name, decoder_weight, decoder_bias, vocab_chunk,
+                                  screen_center)
     else:
         top = b.node("Add", [chunked_max_logits(b, states_t, weight_name, vocab, vocab_chunk), bias],
                      "max_logits_biased")

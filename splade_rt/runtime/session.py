@@ -78,13 +78,14 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def single_thread_twin(placement: Placement, directory: Path, spinning: bool):
-    """A one-thread CPU session over the same graph, for inputs too small to split across threads:
-    waking a second worker for each of ~100 tiny ops costs more than it saves (query p50 1.9 ms
-    with 2 threads vs 1.5 ms with 1, measured on 2 cores)."""
+def cpu_twin(placement: Placement, directory: Path, threads: int, spinning: bool):
+    """A CPU session over the same graph with fewer threads: for inputs too small to split across
+    threads (waking a second worker for each of ~100 tiny ops costs more than it saves: query p50
+    1.9 ms with 2 threads vs 1.5 ms with 1, measured on 2 cores), and for batches run side by side."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(directory / placement.file), session_options(1, spinning), providers=[CPU])
+    return ort.InferenceSession(str(directory / placement.file), session_options(threads, spinning),
+                                providers=[CPU])
 
 
 def open_session(directory: Path, manifest: dict, device: str, *, variant: str | None = None,

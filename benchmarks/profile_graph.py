@@ -1,0 +1,85 @@
+"""Where a graph's time goes: onnxruntime's per-node profile over the benchmark's passages.
+
+    python -m benchmarks.profile_graph [--variant fp32-screened] [--threads 1] [--export DIR]
+
+Runs the benchmark's 512 passages in length-sorted batches of 32 (as SpladeEncoder cuts them)
+through one graph with profiling on, and prints the share of kernel time per node, the vocab
+chunks of one step summed together. Writes results/profile-<variant>-<threads>t-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from .run import HERE, load_texts, prepare_models
+
+
+def main(argv: list[str] | None = None) -> int:
+    import onnxruntime as ort
+
+    from splade_rt import SpladeEncoder
+    from splade_rt.runtime.session import session_options
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", default="fp32-screened")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (1: what each of 2 workers runs)")
+    p.add_argument("--export", type=Path)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args(argv)
+    export = args.export or prepare_models(None, naive=False)["chunked"]
+    enc = SpladeEncoder(export, device="cpu", variant=args.variant, workers=1)
+    passages, _ = load_texts(False)
+    ids = enc.tokenize(passages)
+    order = np.argsort([-len(r) for r in ids], kind="stable")
+    batches = []
+    for start in range(0, len(order), 32):
+        rows = [ids[i] for i in order[start:start + 32]]
+        width = len(rows[0])
+        batches.append({"input_ids": np.array([r + [enc.pad_id] * (width - len(r)) for r in rows], np.int64),
+                        "attention_mask": np.array([[1] * len(r) + [0] * (width - len(r)) for r in rows], np.int64),
+                        "top_k": np.array([1], np.int64)})
+
+    opts = session_options(args.threads, spinning=False)
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(args.out / "onnxruntime_profile")
+    args.out.mkdir(parents=True, exist_ok=True)
+    session = ort.InferenceSession(str(export / enc.placement.file), opts, providers=["CPUExecutionProvider"])
+    outputs = ["nonzero_index", "nonzero_value"]
+    session.run(outputs, batches[0])
+    t = time.perf_counter()
+    for feed in batches:
+        session.run(outputs, feed)
+    seconds = time.perf_counter() - t
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+
+    per_node: collections.Counter = collections.Counter()
+    for e in events:  # the warm-up run (the longest batch) is in the profile too: len(batches) + 1 runs
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            name = re.sub(r"_\d+_\d+$", "_*", e["name"][: -len("_kernel_time")])
+            per_node[f"{e['args']['op_name']} {name}"] += e["dur"]
+    total = sum(per_node.values())
+    rows = [{"node": node, "share": round(us / total, 4), "ms_per_batch": round(us / 1e3 / (len(batches) + 1), 2)}
+            for node, us in per_node.most_common()]
+    report = {"date": date.today().isoformat(), "variant": args.variant, "threads": args.threads,
+              "passages": len(passages), "batches": len(batches), "passages_per_s_profiled": len(passages) / seconds,
+              "nodes": rows}
+    name = f"profile-{args.variant}-{args.threads}t-{report['date']}.json"
+    (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{args.variant}, {args.threads} thread(s): {len(passages) / seconds:.1f} passages/s with profiling on")
+    for row in rows[:20]:
+        print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_batch']:7.2f} ms/batch  {row['node']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
