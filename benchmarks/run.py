@@ -1,6 +1,6 @@
 """splade-rt against sentence-transformers, side by side in one run, on real text.
 
-    python -m benchmarks.run            # full run (< 10 min on 2 cores)
+    python -m benchmarks.run            # full run (~11 min on 2 cores)
     python -m benchmarks.run --quick    # smoke run (< 1 min), what the tests run
 
 Each configuration runs in its own subprocess, configurations alternate across repeats (A B C A B
@@ -89,6 +89,9 @@ def configurations(paths: dict[str, Path], gpu: bool) -> dict[str, dict]:
                     "label": "splade-rt fp32 CPU (chunked vocab)"},
         "rt-screened": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32-screened",
                         "device": "cpu", "label": "splade-rt exact int8-screened fp32 CPU (default)"},
+        "rt-screened-serial": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32-screened",
+                               "device": "cpu", "workers": 1,
+                               "label": "splade-rt exact int8-screened, one batch at a time (workers=1)"},
     }
     if "naive" in paths:
         configs["rt-fp32-unchunked"] = {"kind": "rt", "export_dir": str(paths["naive"]), "variant": "fp32",

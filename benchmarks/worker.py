@@ -59,7 +59,7 @@ class SpladeRtEncoder:
         from splade_rt import SpladeEncoder
 
         self.t_import = time.perf_counter() - T0
-        kwargs = {"variant": spec.get("variant"), "threads": spec["threads"]}
+        kwargs = {"variant": spec.get("variant"), "threads": spec["threads"], "workers": spec.get("workers")}
         if spec.get("max_length"):
             kwargs["max_length"] = spec["max_length"]
         if spec.get("max_batch_tokens"):

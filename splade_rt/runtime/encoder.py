@@ -38,8 +38,8 @@ class SpladeEncoder:
     "cuda"/"cuda:N" (an error if CUDA can't run), or "cpu". threads: intra-op threads for the CPU
     (default: the cores this process may use). workers: CPU batches in flight at once, each on
     threads // workers threads (default 2: while one batch is in its serial steps the other keeps
-    the cores busy, +16% passages/s for the screened graph on 2 cores; peak memory is that of two
-    batches). max_length: truncate below the export's max length.
+    the cores busy, +5% passages/s for the screened graph in the benchmark on 2 cores; peak memory
+    is that of two batches). max_length: truncate below the export's max length.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", *, variant: str | None = None,
