@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         m = r["metrics"]
         vs_torch = f"{m['ndcg@10'] - torch_ndcg[r['dataset']]:+.4f}" if r["dataset"] in torch_ndcg else "-"
-        lines.append(f"| {r['dataset']} | {r['variant']} | {m['ndcg@10']:.4f} | "
-                     f"{m['ndcg@10'] - r['published_ndcg@10']:+.4f} | {vs_torch} | {m['mrr@10']:.4f} | "
+        published = r["published_ndcg@10"]
+        vs_published = "-" if published is None else f"{m['ndcg@10'] - published:+.4f}"
+        lines.append(f"| {r['dataset']} | {r['variant']} | {m['ndcg@10']:.4f} | {vs_published} | {vs_torch} | {m['mrr@10']:.4f} | "
                      f"{m['map@100']:.4f} | {m['recall@10']:.4f} | {r['docs_per_second']:.1f} | "
                      f"{r['document_active_dims']:.1f} |")
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -2,7 +2,7 @@
 
     python -m benchmarks.profile_graph [--variant fp32-screened] [--threads 1] [--export DIR]
 
-Runs the benchmark's 512 passages in length-sorted batches of 32 (as SpladeEncoder cuts them)
+Runs the benchmark's 512 passages in length-sorted batches of up to 32 (as SpladeEncoder cuts them)
 through one graph with profiling on, and prints the share of kernel time per node, the vocab
 chunks of one step summed together. Writes results/profile-<variant>-<threads>t-<date>.json.
 """
@@ -17,9 +17,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-
-from .run import HERE, load_texts, prepare_models
+from .run import HERE, graph_feeds, load_texts, prepare_models
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     export = args.export or prepare_models(None, naive=False)["chunked"]
     enc = SpladeEncoder(export, device="cpu", variant=args.variant, workers=1)
     passages, _ = load_texts(False)
-    ids = enc.tokenize(passages)
-    order = np.argsort([-len(r) for r in ids], kind="stable")
-    batches = []
-    for start in range(0, len(order), 32):
-        rows = [ids[i] for i in order[start:start + 32]]
-        width = len(rows[0])
-        batches.append({"input_ids": np.array([r + [enc.pad_id] * (width - len(r)) for r in rows], np.int64),
-                        "attention_mask": np.array([[1] * len(r) + [0] * (width - len(r)) for r in rows], np.int64),
-                        "top_k": np.array([1], np.int64)})
+    batches = graph_feeds(enc, passages)
 
     opts = session_options(args.threads, spinning=False)
     opts.enable_profiling = True

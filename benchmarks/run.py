@@ -56,6 +56,20 @@ def load_texts(quick: bool) -> tuple[list[str], list[str]]:
     return passages, queries
 
 
+def graph_feeds(encoder, texts: list[str], batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+    """The graph's inputs for texts, batched as the encoder batches them (longest first, within its
+    token budget), for scripts that run a graph session directly."""
+    from splade_rt.runtime.encoder import length_batches, pad_ids
+
+    ids = encoder.tokenize(texts)
+    lengths = np.array([len(r) for r in ids], dtype=np.int64)
+    feeds = []
+    for rows in length_batches(np.argsort(-lengths, kind="stable"), lengths, batch_size, encoder.max_batch_tokens):
+        input_ids, mask = pad_ids([ids[i] for i in rows], encoder.pad_id)
+        feeds.append({"input_ids": input_ids, "attention_mask": mask, "top_k": np.array([1], np.int64)})
+    return feeds
+
+
 def prepare_models(st_dir: Path | None, naive: bool = True) -> dict[str, Path]:
     """Exports (chunked default and a one-chunk graph that materializes the logits) and an ST copy."""
     from splade_rt.export.pipeline import export_model

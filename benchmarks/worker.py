@@ -37,8 +37,6 @@ class SentenceTransformersEncoder:
         kwargs = {}
         if spec.get("backend"):
             kwargs["backend"] = spec["backend"]
-            if spec.get("model_kwargs"):
-                kwargs["model_kwargs"] = spec["model_kwargs"]
         self.model = SparseEncoder(spec["st_dir"], device=spec.get("device", "cpu"), **kwargs)
         if spec.get("fp16"):
             self.model.half()

@@ -5,7 +5,7 @@
     q = enc.encode_query(["what is splade"], top_k=64)
 
 Exporting (`splade-export`, `splade_rt.export`) needs the export extra; this top-level import
-pulls in only numpy and tokenizers, and onnxruntime when an encoder is created.
+pulls in only numpy; tokenizers and onnxruntime load when an encoder is created.
 """
 
 from .errors import DatasetError, DeviceError, ExportDirError, ModelSourceError, SpladeError

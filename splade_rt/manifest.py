@@ -72,3 +72,13 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     path = Path(directory) / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def verify_file(path: Path, manifest: dict, verify: bool) -> None:
+    """The file exists and, when verify, its sha256 is the manifest's: a clear error naming it otherwise."""
+    if not path.is_file():
+        raise ExportDirError(f"{path}: missing (listed in the manifest)")
+    expected = manifest["files"].get(path.name, {}).get("sha256")
+    if verify and expected and sha256_file(path) != expected:
+        raise ExportDirError(f"{path}: contents differ from the manifest's hash (corrupt, truncated or "
+                             "replaced); re-export the model")

@@ -25,7 +25,7 @@ def default_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def export_dir(tmp_path_factory) -> Path:
-    """The bundled real model, exported once (fp32 + fp16) for every test that needs a real graph."""
+    """The bundled real model, exported once (fp32, screened, fp16) for every test that needs a real graph."""
     from splade_rt.export.pipeline import export_model
 
     out = tmp_path_factory.mktemp("export") / "splade-tiny"

@@ -173,6 +173,16 @@ def test_output_formats(enc):
     assert np.allclose(enc.similarity(v[0], v), v.to_dense() @ v[0].to_dense())
 
 
+def test_cosine_similarity_normalizes_each_row(export_dir):
+    """A model saved with cosine similarity scores normalized vectors (sentence-transformers' cos)."""
+    enc = SpladeEncoder(export_dir, device="cpu")
+    enc.similarity_fn_name = "cosine"
+    v = enc.encode(["what is the capital of australia", "canberra is the capital", "boil an egg"])
+    dense = v.to_dense().astype(np.float64)
+    unit = dense / np.linalg.norm(dense, axis=1, keepdims=True)
+    np.testing.assert_allclose(enc.similarity(v, v), unit @ unit.T, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_text_input(enc):
     assert len(enc.encode([])) == 0
     empty = enc.encode("")
@@ -254,7 +264,7 @@ def test_device_selection_and_fallback(export_dir, monkeypatch):
         SpladeEncoder(export_dir, device="gpu")
 
 
-def test_choose_file_prefers_fp16_on_cuda_and_fp32_on_cpu(export_dir):
+def test_choose_file_prefers_fp16_on_cuda_and_the_screened_graph_on_cpu(export_dir):
     from splade_rt.manifest import read_manifest
 
     manifest = read_manifest(export_dir)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpladeError
-from ..runtime.embeddings import SparseEmbeddings, concat
+from ..runtime.embeddings import SparseEmbeddings
 from .dataset import BeirDataset, load_beir
 from .metrics import MAX_K, mean_metrics, metric_names
 from .search import search
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("export_dir")
     p.add_argument("dataset_dir", help="BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="test", help="qrels file to evaluate (default: test)")
-    p.add_argument("--variant", default=None, help="graph precision to run: fp32 | fp16 (default: the device's)")
+    p.add_argument("--variant", default=None, help="graph to run: fp32-screened | fp32 | fp16 (default: the device's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--max-length", type=int, default=None, help="truncate texts below the export's max length")
     p.add_argument("--batch-size", type=_positive_int, default=32)
@@ -150,21 +150,17 @@ def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activa
     """transformers' tokenizer and BertForMaskedLM with the SPLADE pooling the export's parity check
     uses, batched by length like the runtime so padding doesn't dominate the CPU time."""
     try:
-        import torch
-        from transformers import AutoTokenizer, BertForMaskedLM
+        import torch  # noqa: F401
+        from transformers import AutoTokenizer
     except ImportError:
         raise SpladeError("--reference needs torch and transformers: pip install 'splade-rt[export]'") from None
-    from transformers.utils import logging as hf_logging
 
+    from ..export.graph import load_mlm
     from ..export.parity import reference_embeddings
-    from ..runtime.encoder import length_batches
+    from ..runtime.encoder import in_input_order, length_batches, pad_ids
 
-    hf_logging.disable_progress_bar()  # a weight-loading bar on stderr would break the one-line-per-fact output
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
-    try:
-        mlm = BertForMaskedLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    except TypeError:  # transformers < 4.56 names it torch_dtype
-        mlm = BertForMaskedLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
+    mlm = load_mlm(model_dir)  # no weight-loading bar: it would break the one-line-per-fact output
     vocab_size = int(mlm.config.vocab_size)
 
     def encode(texts: list[str]) -> SparseEmbeddings:
@@ -175,17 +171,13 @@ def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activa
         order = np.argsort(-lengths, kind="stable")
         parts, done = [], []
         for rows in length_batches(order, lengths, batch_size, REFERENCE_BATCH_TOKENS):
-            width = int(lengths[rows[0]])
-            batch = np.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                batch[r, :lengths[i]], mask[r, :lengths[i]] = ids[i], 1
+            batch, mask = pad_ids([ids[i] for i in rows], tokenizer.pad_token_id or 0)
             dense = reference_embeddings(mlm, batch, mask, activation, batch=len(rows))
             parts.append(SparseEmbeddings.from_dense(dense))
             done.append(rows)
         if not parts:
             return SparseEmbeddings.empty(vocab_size)
-        return concat(parts).take(np.argsort(np.concatenate(done), kind="stable"))
+        return in_input_order(parts, done)
 
     return encode
 

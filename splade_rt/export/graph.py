@@ -38,7 +38,7 @@ class ExportedGraphs:
     decoder_tied: bool
 
 
-def load_mlm(source: SourceModel):
+def load_mlm(directory: Path):
     """BertForMaskedLM in fp32, eager attention (the exported attention pattern the optimizer fuses)."""
     import torch
     from transformers import BertForMaskedLM
@@ -48,10 +48,10 @@ def load_mlm(source: SourceModel):
     hf_logging.disable_progress_bar()
     with _quiet():
         try:
-            mlm = BertForMaskedLM.from_pretrained(str(source.directory), attn_implementation="eager",
+            mlm = BertForMaskedLM.from_pretrained(str(directory), attn_implementation="eager",
                                                   dtype=torch.float32)
         except TypeError:  # transformers < 4.56 names it torch_dtype
-            mlm = BertForMaskedLM.from_pretrained(str(source.directory), attn_implementation="eager",
+            mlm = BertForMaskedLM.from_pretrained(str(directory), attn_implementation="eager",
                                                   torch_dtype=torch.float32)
     return mlm.eval()
 

@@ -19,7 +19,7 @@ from ..errors import ExportDirError, SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
 from ..manifest import (
     ATTENTION_MASK, FORMAT_VERSION, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_SPARSE, OUT_TOP_INDICES,
-    OUT_TOP_VALUES, TOP_K, read_manifest, sha256_file, write_manifest,
+    OUT_TOP_VALUES, TOP_K, read_manifest, sha256_file, verify_file, write_manifest,
 )
 from .source import SourceModel, resolve_source
 
@@ -62,15 +62,14 @@ def export_model(
         from .parity import check_parity, summary_lines
 
         log(f"exporting {source.ref} ({source.layout} layout, max length {source.max_length})")
-        mlm = load_mlm(source)
+        mlm = load_mlm(source.directory)
         graphs = build_graphs(mlm, source, work, vocab_chunk=vocab_chunk, fp16=fp16, screened=screened)
         tokenizer_json = _write_tokenizer(source, work)
-        files = graphs.files
         log("checking parity against the torch reference")
-        parity = check_parity(mlm, source, files, tokenizer_json)
+        parity = check_parity(mlm, source, graphs.files, tokenizer_json)
         for line in summary_lines(parity):
             log(line)
-        manifest = _manifest(source, mlm, graphs, files, tokenizer_json, parity, vocab_chunk)
+        manifest = _manifest(source, mlm, graphs, tokenizer_json, parity, vocab_chunk)
         manifest["export_seconds"] = round(time.perf_counter() - start, 2)
         write_manifest(work, manifest)
         if not parity["passed"]:
@@ -91,18 +90,14 @@ def recheck(out: str | Path, log: Callable[[str], None] = print) -> dict[str, An
 
     out = Path(out)
     manifest = read_manifest(out)
-    for name, info in manifest["files"].items():
-        path = out / name
-        if not path.is_file():
-            raise ExportDirError(f"{path}: missing (listed in the manifest)")
-        if sha256_file(path) != info["sha256"]:
-            raise ExportDirError(f"{path}: contents differ from the manifest's hash (corrupt or replaced)")
+    for name in manifest["files"]:
+        verify_file(out / name, manifest, True)
     ref = manifest["source"]["model"]
     source = resolve_source(None if ref.startswith("default:") else ref)
     source.max_length = manifest["tokenizer"]["max_length"]
     if source.weights_sha256() != manifest["source"]["weights_sha256"]:
         raise ExportDirError(f"{ref}: weights changed since the export (hash differs); re-export with --force")
-    mlm = load_mlm(source)
+    mlm = load_mlm(source.directory)
     graphs = {info["precision"]: out / name for name, info in manifest["files"].items() if name.endswith(".onnx")}
     parity = check_parity(mlm, source, graphs, out / manifest["tokenizer"]["file"])
     for line in summary_lines(parity):
@@ -166,14 +161,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _manifest(source, mlm, graphs, files, tokenizer_json, parity, vocab_chunk) -> dict[str, Any]:
+def _manifest(source, mlm, graphs, tokenizer_json, parity, vocab_chunk) -> dict[str, Any]:
     from .graph import OPSET
 
     cfg = mlm.config
     entries = {
         path.name: {"precision": precision, "providers": _PROVIDERS[precision], "bytes": path.stat().st_size,
                     "sha256": sha256_file(path)}
-        for precision, path in files.items()
+        for precision, path in graphs.files.items()
     }
     entries["tokenizer.json"] = {"bytes": tokenizer_json.stat().st_size, "sha256": sha256_file(tokenizer_json)}
     return {

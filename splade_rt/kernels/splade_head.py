@@ -2,7 +2,7 @@
 
 Why by hand: every other exporter pulls [batch, seq, vocab] logits out of the graph to pool them.
 Here the pooling is reduced first and the projection is cut in vocab chunks, so the largest live
-tensor is [batch, seq, chunk]:
+tensor is one [batch, chunk, seq] slice of the logits:
 
   * log1p(relu(.)) (and its log1p_relu variant) is monotone, so max over tokens commutes with it:
     max the raw logits, then activate a [batch, vocab] tensor.
@@ -114,8 +114,8 @@ def append_splade_head(
     if screened:
         from .screening import screened_max_logits
 
-        top = screened_max_logits(b, states, states_t, weight_name, decoder_weight, decoder_bias, vocab_chunk,
-                                  screen_center)
+        top = screened_max_logits(b, states, states_t, weight_name, decoder_weight, decoder_bias, bias,
+                                  vocab_chunk, screen_center)
     else:
         top = b.node("Add", [chunked_max_logits(b, states_t, weight_name, vocab, vocab_chunk), bias],
                      "max_logits_biased")

@@ -21,9 +21,10 @@ import numpy as np
 from ..errors import ExportDirError
 from ..manifest import (
     ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, read_manifest,
+    verify_file,
 )
 from .embeddings import SparseEmbeddings, SparseVector, concat, dot_scores
-from .session import Placement, cpu_twin, open_session, verify_file
+from .session import Placement, cpu_twin, open_session
 
 logger = logging.getLogger("splade_rt")
 
@@ -122,7 +123,7 @@ class SpladeEncoder:
         session = self._twin(self._worker_threads) if self.workers > 1 and len(done) > 1 else None
 
         def run(rows: np.ndarray) -> SparseEmbeddings:
-            ids, mask = self._pad([encodings[i] for i in rows], int(lengths[rows[0]]))
+            ids, mask = pad_ids([encodings[i].ids for i in rows], self.pad_id)
             return self._run(ids, mask, k, cut, session)
 
         parts = []
@@ -134,7 +135,7 @@ class SpladeEncoder:
                     bar.update(len(rows))
         if bar is not None:
             bar.close()
-        result = concat(parts).take(np.argsort(np.concatenate(done), kind="stable"))
+        result = in_input_order(parts, done)
         result.truncated = truncated
         return result
 
@@ -149,8 +150,8 @@ class SpladeEncoder:
         a, b = _as_batch(a, self.dim), _as_batch(b, self.dim)
         scores = dot_scores(a, b)
         if self.similarity_fn_name == "cosine":
-            norms_a = np.sqrt(dot_scores(a, a).diagonal())[:, None]
-            norms_b = np.sqrt(dot_scores(b, b).diagonal())[None, :]
+            norms_a = _row_norms(a)[:, None]
+            norms_b = _row_norms(b)[None, :]
             scores = scores / np.maximum(norms_a * norms_b, 1e-12)
         return scores
 
@@ -175,15 +176,6 @@ class SpladeEncoder:
             return [self._tokenizer.encode(texts[0])]
         return self._tokenizer.encode_batch_fast(texts) if hasattr(self._tokenizer, "encode_batch_fast") \
             else self._tokenizer.encode_batch(texts)
-
-    def _pad(self, encodings, width: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            mask[row, :n] = 1
-        return ids, mask
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, k: int | None, cut: float,
              session=None) -> SparseEmbeddings:
@@ -245,6 +237,24 @@ def length_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_
         start += rows
 
 
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids and attention_mask [len(rows), longest row], right-padded."""
+    width = max(map(len, rows))
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)] = row
+        mask[r, :len(row)] = 1
+    return ids, mask
+
+
+def in_input_order(parts: list[SparseEmbeddings], batches: list[np.ndarray]) -> SparseEmbeddings:
+    """The batches' rows (cut from a length-sorted order) back in the order of the input."""
+    if len(parts) == 1 and np.array_equal(batches[0], np.arange(len(batches[0]))):
+        return parts[0]
+    return concat(parts).take(np.argsort(np.concatenate(batches), kind="stable"))
+
+
 def _csr_from_topk(values: np.ndarray, indices: np.ndarray, cut: float, dim: int, vocab) -> SparseEmbeddings:
     keep = values > cut
     cols = np.where(keep, indices, dim)  # dropped entries sort last
@@ -261,6 +271,11 @@ def _csr_from_coo(coords: np.ndarray, values: np.ndarray, cut: float, rows: int,
     row = coords[0][keep]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=rows))])
     return SparseEmbeddings(indptr, coords[1][keep], values[keep], dim, vocab)
+
+
+def _row_norms(x: SparseEmbeddings) -> np.ndarray:
+    rows = np.repeat(np.arange(len(x)), x.active_dims)
+    return np.sqrt(np.bincount(rows, weights=x.values.astype(np.float64) ** 2, minlength=len(x)))
 
 
 def _as_batch(x: SparseEmbeddings | SparseVector, dim: int) -> SparseEmbeddings:
