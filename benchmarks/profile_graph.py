@@ -17,7 +17,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from .run import HERE, graph_feeds, load_texts, prepare_models
+from .common import HERE, graph_feeds, load_texts, prepare_models
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """splade-rt against sentence-transformers, side by side in one run, on real text.
 
-    python -m benchmarks.run            # full run (~11 min on 2 cores)
-    python -m benchmarks.run --quick    # smoke run (< 1 min), what the tests run
+    python -m benchmarks.run            # full run
+    python -m benchmarks.run --quick    # smoke run, what the tests run
 
 Each configuration runs in its own subprocess, configurations alternate across repeats (A B C A B
 C ...) so machine drift hits all alike, and the median of the repeats is reported (each repeat: the
@@ -26,74 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SHARED = Path(os.environ.get("SPLADE_SHARED", REPO.parent / "shared"))
-CACHE = HERE / ".cache"
+from .common import HERE, REPO, compare_rows, load_texts, prepare_models
+
 REFERENCE = "st-torch"
-
-
-def load_texts(quick: bool) -> tuple[list[str], list[str]]:
-    """Passages from SciFact and Vaswani (mean ~ NQ passage length), queries from their query sets."""
-    n_pass, n_query = (32, 10) if quick else (512, 200)
-    passages, queries = [], []
-    for name in ("scifact", "vaswani"):
-        d = SHARED / "data" / name
-        if not (d / "corpus.jsonl").is_file():
-            continue
-        with open(d / "corpus.jsonl", encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if i >= n_pass // 2:
-                    break
-                doc = json.loads(line)
-                passages.append((doc.get("title", "") + " " + doc["text"]).strip())
-        with open(d / "queries.jsonl", encoding="utf-8") as f:
-            queries += [json.loads(line)["text"] for _, line in zip(range(n_query // 2), f)]
-    if not passages:  # no shared data: the exporter's parity texts, still real text
-        from splade_rt.export.texts import PASSAGES, QUERIES
-
-        passages, queries = (PASSAGES * 64)[:n_pass], (QUERIES * 25)[:n_query]
-    return passages, queries
-
-
-def graph_feeds(encoder, texts: list[str], batch_size: int = 32) -> list[dict[str, np.ndarray]]:
-    """The graph's inputs for texts, batched as the encoder batches them (longest first, within its
-    token budget), for scripts that run a graph session directly."""
-    from splade_rt.runtime.encoder import length_batches, pad_ids
-
-    ids = encoder.tokenize(texts)
-    lengths = np.array([len(r) for r in ids], dtype=np.int64)
-    feeds = []
-    for rows in length_batches(np.argsort(-lengths, kind="stable"), lengths, batch_size, encoder.max_batch_tokens):
-        input_ids, mask = pad_ids([ids[i] for i in rows], encoder.pad_id)
-        feeds.append({"input_ids": input_ids, "attention_mask": mask, "top_k": np.array([1], np.int64)})
-    return feeds
-
-
-def prepare_models(st_dir: Path | None, naive: bool = True) -> dict[str, Path]:
-    """Exports (chunked default and a one-chunk graph that materializes the logits) and an ST copy."""
-    from splade_rt.export.pipeline import export_model
-
-    CACHE.mkdir(exist_ok=True)
-    paths = {"chunked": CACHE / "export", **({"naive": CACHE / "export-unchunked"} if naive else {})}
-    for key, kwargs in (("chunked", {}), ("naive", {"vocab_chunk": 30522, "screened": False, "fp16": False})):
-        if key not in paths:
-            continue
-        if not (paths[key] / "splade.json").is_file():
-            export_model(None, paths[key], force=True, log=lambda _: None, **kwargs)
-    shared_st = SHARED / "models" / "splade-tiny-msmarco-st"
-    if st_dir is None:
-        st_dir = shared_st if shared_st.is_dir() else CACHE / "st"
-        if not (st_dir / "modules.json").is_file():
-            from sentence_transformers import SparseEncoder
-            from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
-
-            from splade_rt.export.source import default_model_dir
-
-            SparseEncoder(modules=[MLMTransformer(str(default_model_dir())), SpladePooling("max")],
-                          device="cpu").save(str(st_dir))
-    paths["st"] = st_dir
-    return paths
 
 
 def configurations(paths: dict[str, Path], gpu: bool) -> dict[str, dict]:
@@ -140,19 +75,6 @@ def run_worker(spec: dict, timeout: float) -> dict:
                      and "registered at" not in ln]
             return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}
         return json.loads(out_path.read_text())
-
-
-def compare(reference: list[dict], rows: list[dict], k: int = 64) -> dict:
-    diffs, overlaps = [], []
-    for ref, got in zip(reference, rows):
-        keys = set(ref) | set(got)
-        ref_i = {int(a): b for a, b in ref.items()}
-        got_i = {int(a): b for a, b in got.items()}
-        diffs.append(max((abs(ref_i.get(int(t), 0.0) - got_i.get(int(t), 0.0)) for t in keys), default=0.0))
-        top_ref = sorted(ref_i, key=ref_i.get, reverse=True)[:k]
-        top_got = set(sorted(got_i, key=got_i.get, reverse=True)[:k])
-        overlaps.append(len(set(top_ref) & top_got) / max(1, len(top_ref)))
-    return {"max_abs_diff": float(max(diffs)), "top64_overlap": float(np.mean(overlaps))}
 
 
 def count_tokens(export_dir: Path, texts: list[str]) -> int:
@@ -253,7 +175,7 @@ def summarize(configs: dict, runs: dict, memory: dict) -> dict:
             if key != "vectors":
                 entry[key] = statistics.median(r[key] for r in good)
         if reference_rows is not None:
-            entry["check_vs_reference"] = compare(reference_rows, good[0]["vectors"])
+            entry["check_vs_reference"] = compare_rows(reference_rows, good[0]["vectors"])
         if name in memory:
             entry["peak_rss_mib_b64x256"] = memory[name].get("peak_rss_mib", memory[name].get("error"))
         out[name] = entry

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import HERE
+from .common import HERE
 
 B, S, H, V = 32, 186, 128, 30522
 

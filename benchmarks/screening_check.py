@@ -19,19 +19,7 @@ import numpy as np
 
 from splade_rt.export.parity import SCREENED_MAX_ABS_DIFF
 
-from .run import HERE, SHARED, graph_feeds, prepare_models
-
-COLLECTIONS = ("scifact", "vaswani", "cranfield", "cisi")
-
-
-def load(name: str) -> list[str]:
-    d = SHARED / "data" / name
-    texts = []
-    with open(d / "corpus.jsonl", encoding="utf-8") as f:
-        texts += [(doc.get("title", "") + " " + doc["text"]).strip() for doc in map(json.loads, f)]
-    with open(d / "queries.jsonl", encoding="utf-8") as f:
-        texts += [q["text"] for q in map(json.loads, f)]
-    return texts
+from .common import COLLECTIONS, HERE, SHARED, collection_texts, graph_feeds, prepare_models
 
 
 def candidate_count(encoder, texts: list[str]) -> int:
@@ -59,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = SpladeEncoder(export, device="cpu", variant="fp32")
     rows, ok = [], True
     for name in COLLECTIONS:
-        texts = load(name)
+        documents, queries = collection_texts(name)
+        texts = documents + queries
+        if not texts:
+            print(f"{name}: not found under {SHARED / 'data'}, skipped", flush=True)
+            continue
         t = time.perf_counter()
         a = screened.encode(texts)
         ta = time.perf_counter() - t

@@ -25,3 +25,8 @@ class DeviceError(SpladeError):
 
 class DatasetError(SpladeError):
     """A retrieval dataset directory is missing files or holds malformed lines."""
+
+
+class CorpusError(SpladeError):
+    """A corpus to encode can't be read as given (bad file, bad row), or an output directory holds a
+    different run: named with the file and line, so the data can be fixed before hours of encoding."""

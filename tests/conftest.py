@@ -36,24 +36,9 @@ def export_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def st_dir(tmp_path_factory, default_model_dir) -> Path:
     """The bundled model saved by the installed sentence-transformers (its current layout)."""
-    from sentence_transformers import SparseEncoder
-    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+    from benchmarks.common import sentence_transformers_copy
 
-    mlm = MLMTransformer(str(default_model_dir))
-    model = SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device="cpu")
-    out = tmp_path_factory.mktemp("st") / "splade-tiny-st"
-    model.save(str(out))
-    return out
-
-
-def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            rows.append(json.loads(line))
-            if limit and len(rows) >= limit:
-                break
-    return rows
+    return sentence_transformers_copy(default_model_dir, tmp_path_factory.mktemp("st") / "splade-tiny-st")
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +47,10 @@ def real_pairs() -> tuple[list[str], list[str]]:
     scifact = DATA / "scifact"
     if not (scifact / "corpus.jsonl").is_file():
         pytest.skip(f"real retrieval data not found at {scifact} (set SPLADE_SHARED)")
-    corpus = {d["_id"]: (d.get("title", "") + " " + d["text"]).strip() for d in read_jsonl(scifact / "corpus.jsonl")}
-    queries = {q["_id"]: q["text"] for q in read_jsonl(scifact / "queries.jsonl")}
+    from splade_rt.evaluation.dataset import read_records
+
+    corpus = read_records(scifact / "corpus.jsonl", with_title=True)
+    queries = read_records(scifact / "queries.jsonl", with_title=False)
     pairs = []
     with open(scifact / "qrels" / "test.tsv", encoding="utf-8") as f:
         next(f)

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
+from conftest import DATA
 from splade_rt.errors import DatasetError
-from splade_rt.evaluation import load_beir, mean_metrics, metric_names, query_metrics, search, top_k_rows
+from splade_rt.evaluation import (
+    document_text, load_beir, mean_metrics, metric_names, query_metrics, read_records, search, top_k_rows,
+)
 from splade_rt.evaluation.cli import main
 from splade_rt.evaluation.metrics import (
     accuracy_at_k, average_precision_at_k, ndcg_at_k, precision_at_k, recall_at_k, reciprocal_rank_at_k,
@@ -73,6 +76,24 @@ def test_ndcg_graded():
     assert ndcg_at_k(["d", "b"], grades, 2) == pytest.approx(1.0)
 
 
+def test_ndcg_binary_gains_count_every_relevant_document_as_one():
+    grades = {"a": 1, "b": 2, "c": 0, "d": 3}
+    ones = {"a": 1, "b": 1, "d": 1}
+    for ranking in (["a", "b", "c"], ["d", "b", "a"], ["b", "d", "a"], ["c", "x", "a"], []):
+        assert ndcg_at_k(ranking, grades, 10, "binary") == pytest.approx(ndcg_at_k(ranking, ones, 10))
+    # any order of the relevant documents is ideal in binary nDCG, not in graded
+    assert ndcg_at_k(["a", "b", "d"], grades, 10, "binary") == pytest.approx(1.0)
+    assert ndcg_at_k(["a", "b", "d"], grades, 10, "graded") < 0.9
+    # with binary qrels the conventions agree
+    assert ndcg_at_k(RANKING, BINARY, 10, "binary") == ndcg_at_k(RANKING, BINARY, 10, "graded")
+    # gains change nDCG only
+    graded, binary = (mean_metrics([["a", "b", "c"], ["d"]], [grades, {"d": 2, "e": 1}], g) for g in ("graded", "binary"))
+    assert graded["ndcg@10"] != binary["ndcg@10"]
+    assert {n: v for n, v in graded.items() if n != "ndcg@10"} == {n: v for n, v in binary.items() if n != "ndcg@10"}
+    with pytest.raises(ValueError, match="gains"):
+        ndcg_at_k(RANKING, BINARY, 10, "exponential")
+
+
 def test_map_fewer_relevant_than_k():
     # hits at ranks 2 and 4 of 3 relevant: (1/2 + 2/4) / min(100, 3)
     assert average_precision_at_k(RANKING, BINARY, 100) == pytest.approx(1 / 3)
@@ -94,24 +115,29 @@ def test_mean_metrics_averages_per_query():
         mean_metrics([["a"]], [])
 
 
-def test_metrics_match_sentence_transformers_on_binary_qrels():
-    """Same rankings through sentence-transformers' own compute_metrics: every number agrees."""
+def test_metrics_match_sentence_transformers_on_the_same_rankings():
+    """Same rankings through sentence-transformers' own compute_metrics: every number agrees, on binary
+    qrels in either convention, on graded qrels with binary gains."""
     ir = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation")
     rng = np.random.default_rng(0)
     corpus = {f"d{i:03d}": "x" for i in range(150)}
-    queries, relevant, rankings = {}, {}, []
+    queries, grades, rankings = {}, {}, []
     for q in range(40):
         qid = f"q{q}"
         queries[qid] = "x"
-        relevant[qid] = set(rng.choice(list(corpus), size=int(rng.integers(1, 15)), replace=False).tolist())
+        relevant = rng.choice(list(corpus), size=int(rng.integers(1, 15)), replace=False).tolist()
+        grades[qid] = {d: int(rng.integers(1, 4)) for d in relevant}
         rankings.append(rng.choice(list(corpus), size=100, replace=False).tolist())
-    evaluator = ir.InformationRetrievalEvaluator(queries, corpus, relevant, write_csv=False)
+    evaluator = ir.InformationRetrievalEvaluator(queries, corpus, {q: set(g) for q, g in grades.items()},
+                                                 write_csv=False)
     st = evaluator.compute_metrics(
         [[{"corpus_id": cid, "score": 1000.0 - rank} for rank, cid in enumerate(r)] for r in rankings])
-    ours = mean_metrics(rankings, [{d: 1 for d in relevant[q]} for q in queries])
-    for name in metric_names():
-        family, k = name.split("@")
-        assert ours[name] == pytest.approx(float(st[f"{family}@k"][int(k)]), abs=1e-12), name
+    ones = [{d: 1 for d in grades[q]} for q in queries]
+    for qrels, gains in ((ones, "graded"), (ones, "binary"), ([grades[q] for q in queries], "binary")):
+        ours = mean_metrics(rankings, qrels, gains)
+        for name in metric_names():
+            family, k = name.split("@")
+            assert ours[name] == pytest.approx(float(st[f"{family}@k"][int(k)]), abs=1e-12), (name, gains)
 
 
 # -- search -----------------------------------------------------------------------------------------
@@ -201,6 +227,16 @@ def test_load_beir(tmp_path):
     assert data.qrels["q2"] == {"d2": 2.0} and data.qrels["q4"] == {"d4": 1.0}
 
 
+def test_documents_join_title_and_text_in_one_place(tmp_path):
+    assert document_text("Title", "text ") == "Title text"
+    assert document_text("", " text") == document_text(None, "text") == "text"
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in [
+        {"_id": 1, "title": "T", "text": "a"}, {"_id": "2", "title": None, "text": "b"}, {"_id": "3", "text": "c"}]))
+    assert read_records(path, with_title=True) == {"1": "T a", "2": "b", "3": "c"}
+    assert read_records(path, with_title=False, limit=2) == {"1": "a", "2": "b"}
+
+
 @pytest.mark.parametrize("missing", ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"])
 def test_missing_file_names_path(tmp_path, missing):
     root = write_beir(tmp_path / "ds")
@@ -288,6 +324,7 @@ def test_cli_end_to_end_with_reference(export_dir, tmp_path, capsys):
     assert all(0.0 <= v <= 1.0 for v in report["metrics"].values())
     assert report["query_active_dims"] > 0 and report["document_active_dims"] > 0
     assert report["docs_per_second"] > 0 and report["encode_seconds"]["documents"] > 0
+    assert report["gains"] == "graded" and "ndcg gains: graded" in printed  # the default, said
     # the fp32 graph retrieves what torch retrieves: the same ranking, the same metrics
     ref = report["reference"]
     assert all(abs(d) < 1e-9 for d in ref["diff"].values()), ref["diff"]
@@ -295,6 +332,62 @@ def test_cli_end_to_end_with_reference(export_dir, tmp_path, capsys):
     for name in ("accuracy@1", "ndcg@10", "mrr@10", "map@100"):
         assert any(line.startswith(name) for line in printed.splitlines())
     assert "reference" in printed and "docs/s" in printed
+
+
+def test_cli_rejects_unknown_gains(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path), str(tmp_path), "--gains", "exponential"])
+    assert exit_.value.code == 2 and "--gains" in capsys.readouterr().err
+
+
+def cranfield_slice(root: Path, n_queries: int = 20, n_documents: int = 60) -> Path:
+    """Cranfield's first queries (graded qrels, 1-4), the documents they judge relevant and the first
+    documents of the corpus, as a BEIR directory. Documents are renamed d0000, d0001, ... in corpus
+    order, so that sentence-transformers' tie-break (by id) and ours (by corpus order) agree."""
+    src = DATA / "cranfield"
+    if not (src / "corpus.jsonl").is_file():
+        pytest.skip(f"Cranfield not found at {src} (set SPLADE_SHARED)")
+    queries = [{"_id": q, "text": t} for q, t in list(read_records(src / "queries.jsonl", with_title=False).items())
+               [:n_queries]]
+    wanted = {q["_id"] for q in queries}
+    rows = [line.rstrip("\n").split("\t") for line in (src / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    rows = [(q, d, int(g)) for q, d, g in rows if q in wanted]
+    relevant = {d for _, d, g in rows if g > 0}
+    corpus = [json.loads(line) for line in (src / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    corpus = [doc for i, doc in enumerate(corpus) if i < n_documents or doc["_id"] in relevant]
+    new_id = {doc["_id"]: f"d{i:04d}" for i, doc in enumerate(corpus)}
+    return write_beir(root, corpus=[{**doc, "_id": new_id[doc["_id"]]} for doc in corpus], queries=queries,
+                      qrels=[(q, new_id[d], g) for q, d, g in rows if d in new_id])
+
+
+def test_binary_gains_give_sentence_transformers_evaluator_numbers_end_to_end(export_dir, st_dir, tmp_path, capsys):
+    """splade-eval --gains binary on an export, and sentence-transformers' SparseInformationRetrievalEvaluator
+    on a SparseEncoder of the same model: the same metrics on real graded qrels (Cranfield), where
+    graded nDCG differs."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.evaluation import SparseInformationRetrievalEvaluator
+
+    root = cranfield_slice(tmp_path / "cranfield")
+    reports = {}
+    for gains in ("binary", "graded"):
+        out = tmp_path / f"{gains}.json"
+        assert main([str(export_dir), str(root), "--device", "cpu", "--gains", gains, "--json", str(out)]) == 0
+        reports[gains] = json.loads(out.read_text())
+        assert reports[gains]["gains"] == gains and f"ndcg gains: {gains}" in capsys.readouterr().out
+    data = load_beir(root)
+    evaluator = SparseInformationRetrievalEvaluator(
+        queries=dict(zip(data.query_ids, data.query_texts)), corpus=dict(zip(data.corpus_ids, data.corpus_texts)),
+        relevant_docs={q: set(docs) for q, docs in data.qrels.items()}, write_csv=False)
+    model = SparseEncoder(str(st_dir), device="cpu")
+    assert model.max_seq_length == reports["binary"]["max_length"]
+    st = evaluator(model)
+    binary, graded = reports["binary"]["metrics"], reports["graded"]["metrics"]
+    for name in metric_names():
+        family, k = name.split("@")
+        assert binary[name] == pytest.approx(st[f"dot_{family}@{k}"], abs=1e-9), name
+        if name != "ndcg@10":
+            assert graded[name] == binary[name], name
+    assert abs(graded["ndcg@10"] - binary["ndcg@10"]) > 1e-3  # the slice's grades matter to graded nDCG
 
 
 def test_evaluation_imports_without_torch():

@@ -7,7 +7,9 @@ scale. The screened head must never miss a positive logit: same non-zero set, sa
 
 from __future__ import annotations
 
+import ast
 import zlib
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -127,3 +129,15 @@ def test_screening_bound_is_sound_against_the_int8_approximation():
         dh_inf = np.abs(h - deq_h).max()
         bound = h1 * stats["dw_inf"] + dh_inf * stats["w1_plus_dw1"]
         assert (err <= bound).all()
+
+
+def test_kernel_modules_import_in_a_line_not_a_circle():
+    """builder <- screening <- splade_head: each kernel module imports only the ones before it."""
+    folder = Path(append_splade_head.__code__.co_filename).parent
+    imports = {}
+    for path in folder.glob("*.py"):
+        if path.stem != "__init__":
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            imports[path.stem] = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                                  and node.level == 1 and node.module}  # `from .x import y`, lazy ones too
+    assert imports == {"builder": set(), "screening": {"builder"}, "splade_head": {"builder", "screening"}}

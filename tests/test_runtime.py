@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from splade_rt import DeviceError, ExportDirError, SparseEmbeddings, SpladeEncoder
-from splade_rt.runtime import encoder as encoder_mod
 from splade_rt.runtime import session as session_mod
+from splade_rt.runtime.batching import length_batches, length_sorted_batches
+from splade_rt.runtime.embeddings import dot_scores
 
 
 @pytest.fixture(scope="module")
@@ -91,21 +92,46 @@ def test_batches_never_pad_beyond_their_longest_row():
     lengths = np.array([5, 300, 40, 41, 299, 7, 8, 512])
     order = np.argsort(-lengths, kind="stable")
     seen = []
-    for rows in encoder_mod.length_batches(order, lengths, batch_size=3, max_tokens=1024):
+    for rows in length_batches(order, lengths, batch_size=3, max_tokens=1024):
         assert len(rows) <= 3 and len(rows) * lengths[rows].max() <= 1024
         assert lengths[rows[0]] == lengths[rows].max()
         seen.extend(rows.tolist())
     assert sorted(seen) == list(range(len(lengths)))
 
 
+class SessionSpy:
+    """Stands in for an onnxruntime session: counts the calls to each method named, passes them on."""
+
+    def __init__(self, session, *methods: str) -> None:
+        self.session = session
+        self.calls = dict.fromkeys(methods, 0)
+        for name in methods:
+            setattr(self, name, self._counted(name))
+
+    def _counted(self, name: str):
+        def call(*args, **kwargs):
+            self.calls[name] += 1
+            return getattr(self.session, name)(*args, **kwargs)
+
+        return call
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+
 def test_io_binding_path_gives_the_same_vectors(export_dir, enc, real_pairs):
     bound = SpladeEncoder(export_dir, device="cpu", io_binding=True)
+    spy = SessionSpy(bound.placement.session, "io_binding", "run_with_iobinding", "run")
+    bound.placement.session = spy
     texts = real_pairs[0][:10] + real_pairs[1][:10]
+    batches = len(length_sorted_batches(np.array([len(t) for t in bound.tokenize(texts)]), 8, bound.max_batch_tokens))
     for k in (None, 32):
-        a, b = bound.encode(texts, top_k=k), enc.encode(texts, top_k=k)
+        a, b = bound.encode(texts, top_k=k, batch_size=8), enc.encode(texts, top_k=k)
         np.testing.assert_array_equal(a.indptr, b.indptr)
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+    # every batch went through an IOBinding, none through plain run()
+    assert spy.calls == {"io_binding": 2 * batches, "run_with_iobinding": 2 * batches, "run": 0}, spy.calls
 
 
 def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(export_dir, real_pairs):
@@ -119,13 +145,44 @@ def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(expor
     np.testing.assert_array_equal(small.values, big.values)
 
 
+class InFlight:
+    """A session spy that counts runs and the most of them in flight at once. The first run waits (up
+    to 5 s) for a second one to start beside it, so two batches really run side by side if they can."""
+
+    def __init__(self, session) -> None:
+        self.session, self.lock, self.second = session, threading.Lock(), threading.Event()
+        self.calls = self.now = self.peak = 0
+
+    def run(self, *args, **kwargs):
+        with self.lock:
+            self.calls += 1
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            first = self.calls == 1
+            if self.now >= 2:
+                self.second.set()
+        try:
+            if first:
+                self.second.wait(timeout=5)
+            return self.session.run(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
 def test_batches_run_side_by_side_give_the_serial_results_in_input_order(export_dir, real_pairs):
     texts = real_pairs[1][:40] + real_pairs[0][:40]  # passages and queries: many batches of mixed widths
     serial = SpladeEncoder(export_dir, device="cpu", threads=2, workers=1).encode(texts, batch_size=4)
     side = SpladeEncoder(export_dir, device="cpu", threads=2)
-    assert side.workers == 2
+    assert side.workers == 2 and side._worker_threads == 1
+    # the worker session (one thread each); the same object serves query-sized inputs, so the count of
+    # runs on it, not its existence, tells the two apart: every batch, passages included, must use it
+    workers = side._twins[1] = InFlight(side._twin(1))
+    full = side.placement.session = SessionSpy(side.placement.session, "run")
     got = side.encode(texts, batch_size=4)
-    assert 1 in side._twins  # two one-thread sessions' worth of batches, not the two-thread session
+    batches = len(length_sorted_batches(np.array([len(t) for t in side.tokenize(texts)]), 4, side.max_batch_tokens))
+    assert workers.calls == batches and full.calls["run"] == 0, (workers.calls, batches, full.calls)
+    assert workers.peak == 2  # two batches in flight at once
     np.testing.assert_array_equal(got.indptr, serial.indptr)
     np.testing.assert_array_equal(got.indices, serial.indices)
     np.testing.assert_array_equal(got.values, serial.values)
@@ -292,8 +349,29 @@ def test_fp16_graph_keeps_top_terms_through_the_runtime(export_dir, enc, real_pa
     assert overlap >= 0.95
 
 
+def test_dot_scores_without_scipy_equal_scipys(enc, real_pairs, monkeypatch):
+    queries = enc.encode(real_pairs[0][:7])
+    docs = enc.encode(real_pairs[1][:30], top_k=40)
+    nothing = SparseEmbeddings.from_dense(np.zeros((2, enc.dim), np.float32))  # rows without a non-zero
+    cases = [(queries, docs), (docs, queries), (queries, nothing), (nothing, docs)]
+    expected = [dot_scores(a, b) for a, b in cases]  # scipy's sparse product
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # as if scipy were not installed
+    with pytest.raises(ImportError, match="needs scipy"):
+        queries.to_csr()
+    for (a, b), want in zip(cases, expected):
+        for block_bytes in (64 << 20, 3 * 4 * enc.dim):  # one dense block; blocks of 3 rows
+            got = dot_scores(a, b, block_bytes=block_bytes)
+            assert got.shape == (len(a), len(b)) and got.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(expected[0], queries.to_dense() @ docs.to_dense().T, rtol=1e-5)
+
+
 def test_progress_bar_and_cli(export_dir, enc, capsys):
     enc.encode(["a", "b", "c"], show_progress_bar=True)
+    bar = capsys.readouterr().err
+    assert "Encoding" in bar and "3/3" in bar and "100%" in bar, bar  # tqdm's bar, on stderr
+    enc.encode(["a", "b", "c"])
+    assert capsys.readouterr().err == ""  # and none unless asked
     from splade_rt.runtime.cli import main
 
     assert main([str(export_dir), "--device", "cpu", "what is the capital of australia"]) == 0

@@ -4,8 +4,9 @@ Kept apart from the runtime because it needs scipy (the eval extra); it never im
 unless the torch reference is asked for, so it runs wherever the runtime does.
 """
 
-from .dataset import BeirDataset, load_beir
-from .metrics import mean_metrics, metric_names, query_metrics
+from .dataset import BeirDataset, document_text, load_beir, read_records
+from .metrics import GAINS, mean_metrics, metric_names, query_metrics
 from .search import search, top_k_rows
 
-__all__ = ["BeirDataset", "load_beir", "mean_metrics", "metric_names", "query_metrics", "search", "top_k_rows"]
+__all__ = ["GAINS", "BeirDataset", "document_text", "load_beir", "mean_metrics", "metric_names", "query_metrics",
+           "read_records", "search", "top_k_rows"]

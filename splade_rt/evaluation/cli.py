@@ -18,8 +18,9 @@ import numpy as np
 
 from ..errors import SpladeError
 from ..runtime.embeddings import SparseEmbeddings
+from ..validation import positive_int_arg
 from .dataset import BeirDataset, load_beir
-from .metrics import MAX_K, mean_metrics, metric_names
+from .metrics import GAINS, MAX_K, mean_metrics, metric_names
 from .search import search
 
 REFERENCE_BATCH_TOKENS = 2048  # torch materialises [tokens, vocab] logits: ~250 MB per 2048 tokens
@@ -34,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default=None, help="graph to run: fp32-screened | fp32 | fp16 (default: the device's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--max-length", type=int, default=None, help="truncate texts below the export's max length")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int_arg, default=32)
+    p.add_argument("--gains", choices=GAINS, default="graded",
+                   help="nDCG's gain for a relevant document: its qrel grade (graded, the default: BEIR, "
+                        "pytrec_eval, MTEB) or 1 (binary: sentence-transformers' evaluators and model cards)")
     p.add_argument("--reference", action="store_true",
                    help="also encode with the torch source model and print the difference per metric")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write every number to this file")
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate(args.export_dir, args.dataset_dir, split=args.split, variant=args.variant,
                           device=args.device, max_length=args.max_length, batch_size=args.batch_size,
-                          reference=args.reference)
+                          gains=args.gains, reference=args.reference)
     except (SpladeError, ValueError, ImportError) as e:
         print(f"splade-eval: error: {e}", file=sys.stderr)
         return 2
@@ -56,20 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return n
-
-
 def evaluate(export_dir: str | Path, dataset_dir: str | Path, *, split: str = "test", variant: str | None = None,
-             device: str = "auto", max_length: int | None = None, batch_size: int = 32,
+             device: str = "auto", max_length: int | None = None, batch_size: int = 32, gains: str = "graded",
              reference: bool = False) -> dict[str, Any]:
     """Every number splade-eval prints, as one JSON-ready dict. The dataset is loaded and vetted
-    before the encoder (cheap, and its errors are the likeliest), so a bad file fails in a second."""
+    before the encoder (cheap, and its errors are the likeliest), so a bad file fails in a second.
+    gains: nDCG's convention, "graded" or "binary" (see evaluation.metrics); the report says which."""
     from ..runtime import SpladeEncoder
 
+    if gains not in GAINS:
+        raise ValueError(f"gains must be one of {GAINS}, not {gains!r}")
     data = load_beir(dataset_dir, split)
     enc = SpladeEncoder(export_dir, device=device, variant=variant, max_length=max_length)
     start = time.perf_counter()
@@ -81,25 +81,25 @@ def evaluate(export_dir: str | Path, dataset_dir: str | Path, *, split: str = "t
     report: dict[str, Any] = {
         "export_dir": str(export_dir), "dataset": str(dataset_dir), "split": split,
         "graph": enc.placement.file, "provider": enc.provider, "device": enc.device,
-        "max_length": enc.max_length, "batch_size": batch_size,
+        "max_length": enc.max_length, "batch_size": batch_size, "gains": gains,
         "queries": len(data.query_ids), "documents": len(data.corpus_ids), "skipped_queries": data.skipped_queries,
     }
-    report.update(_score(queries, docs, data, doc_seconds, query_seconds))
+    report.update(_score(queries, docs, data, doc_seconds, query_seconds, gains))
     if reference:
-        ref = _score_reference(export_dir, data, enc.max_length, batch_size)
+        ref = _score_reference(export_dir, data, enc.max_length, batch_size, gains)
         ref["diff"] = {name: report["metrics"][name] - ref["metrics"][name] for name in metric_names()}
         report["reference"] = ref
     return report
 
 
 def _score(queries: SparseEmbeddings, docs: SparseEmbeddings, data: BeirDataset, doc_seconds: float,
-           query_seconds: float) -> dict[str, Any]:
+           query_seconds: float, gains: str) -> dict[str, Any]:
     start = time.perf_counter()
     top, _ = search(queries.to_csr(), docs.to_csr(), top_k=MAX_K)
     search_seconds = time.perf_counter() - start
     rankings = [[data.corpus_ids[i] for i in row] for row in top]
     return {
-        "metrics": mean_metrics(rankings, [data.qrels[q] for q in data.query_ids]),
+        "metrics": mean_metrics(rankings, [data.qrels[q] for q in data.query_ids], gains),
         "query_active_dims": float(np.mean(queries.active_dims)),
         "document_active_dims": float(np.mean(docs.active_dims)),
         "truncated_queries": queries.truncated, "truncated_documents": docs.truncated,
@@ -117,7 +117,7 @@ def reference_model_dir(export_dir: str | Path) -> Path:
     the recorded path: the export may come from another checkout or virtual environment."""
     from ..manifest import read_manifest
 
-    source = read_manifest(export_dir).get("source") or {}
+    source = read_manifest(export_dir).source
     ref, path = str(source.get("model", "")), str(source.get("path", ""))
     if ref.startswith("default:") or path.startswith("default:"):
         from ..export.source import default_model_dir
@@ -129,19 +129,20 @@ def reference_model_dir(export_dir: str | Path) -> Path:
     return Path(path)
 
 
-def _score_reference(export_dir: str | Path, data: BeirDataset, max_length: int, batch_size: int) -> dict[str, Any]:
+def _score_reference(export_dir: str | Path, data: BeirDataset, max_length: int, batch_size: int,
+                     gains: str) -> dict[str, Any]:
     from ..manifest import read_manifest
 
     manifest = read_manifest(export_dir)
     model_dir = reference_model_dir(export_dir)
-    encode = _reference_encoder(model_dir, max_length, bool(manifest["tokenizer"].get("lowercase", False)),
-                                manifest["model"].get("activation", "relu"), batch_size)
+    encode = _reference_encoder(model_dir, max_length, manifest.tokenizer.lowercase, manifest.model.activation,
+                                batch_size)
     start = time.perf_counter()
     docs = encode(data.corpus_texts)
     doc_seconds = time.perf_counter() - start
     start = time.perf_counter()
     queries = encode(data.query_texts)
-    result = _score(queries, docs, data, doc_seconds, time.perf_counter() - start)
+    result = _score(queries, docs, data, doc_seconds, time.perf_counter() - start, gains)
     result["model_dir"] = str(model_dir)
     return result
 
@@ -155,24 +156,22 @@ def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activa
     except ImportError:
         raise SpladeError("--reference needs torch and transformers: pip install 'splade-rt[export]'") from None
 
-    from ..export.graph import load_mlm
-    from ..export.parity import reference_embeddings
-    from ..runtime.encoder import in_input_order, length_batches, pad_ids
+    from ..export.reference import load_mlm, reference_embeddings
+    from ..export.source import resolve_source
+    from ..runtime.batching import in_input_order, padded_batches
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
-    mlm = load_mlm(model_dir)  # no weight-loading bar: it would break the one-line-per-fact output
+    source = resolve_source(str(model_dir))
+    mlm = load_mlm(source)  # no weight-loading bar: it would break the one-line-per-fact output
     vocab_size = int(mlm.config.vocab_size)
 
     def encode(texts: list[str]) -> SparseEmbeddings:
         if lowercase:
             texts = [t.lower() for t in texts]
         ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        order = np.argsort(-lengths, kind="stable")
         parts, done = [], []
-        for rows in length_batches(order, lengths, batch_size, REFERENCE_BATCH_TOKENS):
-            batch, mask = pad_ids([ids[i] for i in rows], tokenizer.pad_token_id or 0)
-            dense = reference_embeddings(mlm, batch, mask, activation, batch=len(rows))
+        for rows, batch, mask in padded_batches(ids, tokenizer.pad_token_id or 0, batch_size, REFERENCE_BATCH_TOKENS):
+            dense = reference_embeddings(mlm, source.architecture, batch, mask, activation, batch=len(rows))
             parts.append(SparseEmbeddings.from_dense(dense))
             done.append(rows)
         if not parts:
@@ -197,6 +196,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"{report['truncated_documents']} truncated), {report['queries']} queries in {enc['queries']:.2f} s; "
         f"search {report['search_seconds']:.2f} s",
         f"mean active dims: queries {report['query_active_dims']:.1f}, documents {report['document_active_dims']:.1f}",
+        "ndcg gains: " + _GAINS_NOTE[report["gains"]],
     ]
     if ref:
         lines.append(f"reference (torch, {ref['model_dir']}): {ref['encode_seconds']['documents']:.1f} s for documents "
@@ -211,6 +211,14 @@ def format_report(report: dict[str, Any]) -> list[str]:
             row += f"{ref['metrics'][name]:>11.4f}{ref['diff'][name]:>+11.4f}"
         lines.append(row)
     return lines
+
+
+_GAINS_NOTE = {
+    "graded": "graded (a relevant document gains its qrel grade: BEIR / pytrec_eval; --gains binary for "
+              "sentence-transformers' evaluator)",
+    "binary": "binary (every relevant document gains 1: sentence-transformers' evaluator; --gains graded for "
+              "BEIR / pytrec_eval)",
+}
 
 
 def _rate(part: dict[str, Any]) -> str:

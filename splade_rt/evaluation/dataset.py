@@ -8,7 +8,7 @@ line and an example of the bad value, so the user can fix the data without a deb
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError
@@ -28,9 +28,7 @@ class BeirDataset:
     query_ids: list[str]
     query_texts: list[str]
     qrels: dict[str, dict[str, float]]  # query id -> {corpus id: grade > 0}
-    path: Path | None = None
     skipped_queries: int = 0  # queries in queries.jsonl without any relevant qrel
-    stats: dict[str, int] = field(default_factory=dict)
 
 
 def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
@@ -46,10 +44,10 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
             raise DatasetError(f"{path}: missing (a BEIR dataset needs corpus.jsonl, queries.jsonl and "
                                f"qrels/{split}.tsv)")
 
-    corpus = _read_records(corpus_file, with_title=True)
+    corpus = read_records(corpus_file, with_title=True)
     if not corpus:
         raise DatasetError(f"{corpus_file}: no documents")
-    queries = _read_records(queries_file, with_title=False)
+    queries = read_records(queries_file, with_title=False)
     grades = _read_qrels(qrels_file)
     _check_ids(qrels_file, grades, queries, corpus, queries_file, corpus_file)
 
@@ -61,17 +59,26 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
     return BeirDataset(
         corpus_ids=list(corpus), corpus_texts=list(corpus.values()),
         query_ids=query_ids, query_texts=[queries[q] for q in query_ids],
-        qrels={q: qrels[q] for q in query_ids}, path=directory, skipped_queries=len(queries) - len(query_ids),
-        stats={"corpus": len(corpus), "queries": len(queries), "qrels_rows": sum(len(d) for d in grades.values())},
+        qrels={q: qrels[q] for q in query_ids}, skipped_queries=len(queries) - len(query_ids),
     )
 
 
-def _read_records(path: Path, *, with_title: bool) -> dict[str, str]:
-    """id -> text, in file order. Documents join title and text as sentence-transformers does for
-    BEIR, so the numbers are comparable with its evaluator's."""
+def document_text(title: str | None, text: str) -> str:
+    """A BEIR document as sentence-transformers' evaluator and BEIR's own loaders feed it to the
+    model: title, one space, text; a missing or empty title adds nothing. The one home of this rule
+    (evaluation, bulk encoding, benchmarks and tests all read documents through it)."""
+    return (title + " " + text).strip() if title else text.strip()
+
+
+def read_records(path: str | Path, *, with_title: bool, limit: int | None = None) -> dict[str, str]:
+    """id -> text of a BEIR corpus.jsonl (with_title: title and text joined by document_text) or
+    queries.jsonl, in file order, the first `limit` records only if given; raises DatasetError naming
+    the line of the first bad record. The one reader of BEIR records: evaluation, benchmarks, tests."""
     records: dict[str, str] = {}
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
+            if limit is not None and len(records) >= limit:
+                break
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -94,10 +101,10 @@ def _read_records(path: Path, *, with_title: bool) -> dict[str, str]:
             if rid in records:
                 raise DatasetError(f"{path}:{number}: duplicate _id {rid!r}")
             if with_title:
-                title = record.get("title") or ""
-                if not isinstance(title, str):
+                title = record.get("title")
+                if title is not None and not isinstance(title, str):
                     raise DatasetError(f"{path}:{number}: 'title' field is not a string (id {rid!r})")
-                text = (title + " " + text).strip()
+                text = document_text(title, text)
             records[rid] = text
     return records
 

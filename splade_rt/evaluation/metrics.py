@@ -2,10 +2,15 @@
 
 The numbers must be comparable with what model cards and the sentence-transformers evaluators
 report, so each formula follows its compute_metrics() line by line (MAP@k divides by
-min(k, n_relevant), MRR@k is 0 when nothing relevant is in the top k, accuracy@k is a hit rate),
-with one deliberate difference: nDCG uses the qrel grade as the gain (linear gain, as BEIR's
-pytrec_eval does) where sentence-transformers uses 1 for every relevant document. With binary
-qrels the two agree exactly. Every other metric counts a document as relevant when its grade > 0.
+min(k, n_relevant), MRR@k is 0 when nothing relevant is in the top k, accuracy@k is a hit rate).
+Every metric counts a document as relevant when its grade > 0.
+
+nDCG has two conventions, and graded qrels (Cranfield's 1-4, TREC's 0-2) tell them apart:
+  * "graded" (the default): the qrel grade is the gain (linear gain), as BEIR, pytrec_eval,
+    trec_eval and MTEB compute it, and as the shared collections' published figures are;
+  * "binary": every relevant document gains 1, as sentence-transformers' evaluators compute it,
+    hence the figures on sentence-transformers model cards.
+With binary qrels the two agree exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ PRECISION_RECALL_AT = (1, 3, 5, 10)
 NDCG_AT = (10,)
 MRR_AT = (10,)
 MAP_AT = (100,)
+GAINS = ("graded", "binary")  # nDCG's gain: the qrel grade, or 1 for every relevant document
 MAX_K = max(ACCURACY_AT + PRECISION_RECALL_AT + NDCG_AT + MRR_AT + MAP_AT)
 
 Ranking = Sequence[Hashable]  # document ids, best first
@@ -68,12 +74,17 @@ def dcg(gains: Sequence[float], k: int) -> float:
     return sum(g / np.log2(rank + 1) for rank, g in enumerate(list(gains)[:k], 1))
 
 
-def ndcg_at_k(ranking: Ranking, grades: Grades, k: int) -> float:
-    """Graded: the gain is the qrel grade and the ideal ranking sorts the grades, so a grade-2
-    document ranked below a grade-1 one costs something (binary nDCG could not tell them apart)."""
-    gains = [max(float(grades.get(doc, 0)), 0.0) for doc in list(ranking)[:k]]
+def ndcg_at_k(ranking: Ranking, grades: Grades, k: int, gains: str = "graded") -> float:
+    """gains="graded": the gain is the qrel grade and the ideal ranking sorts the grades, so a grade-2
+    document ranked below a grade-1 one costs something. gains="binary": every relevant document
+    (grade > 0) gains 1, as in sentence-transformers, which cannot tell those two rankings apart."""
+    if gains not in GAINS:
+        raise ValueError(f"gains must be one of {GAINS}, not {gains!r}")
+    if gains == "binary":
+        grades = {doc: 1.0 for doc, g in grades.items() if g > 0}
+    ranked = [max(float(grades.get(doc, 0)), 0.0) for doc in list(ranking)[:k]]
     ideal = dcg(sorted((g for g in grades.values() if g > 0), reverse=True), k)
-    return dcg(gains, k) / ideal if ideal > 0 else 0.0
+    return dcg(ranked, k) / ideal if ideal > 0 else 0.0
 
 
 def average_precision_at_k(ranking: Ranking, grades: Grades, k: int) -> float:
@@ -90,23 +101,23 @@ def average_precision_at_k(ranking: Ranking, grades: Grades, k: int) -> float:
     return total / min(k, n)
 
 
-def query_metrics(ranking: Ranking, grades: Grades) -> dict[str, float]:
-    """Every reported metric for one query."""
+def query_metrics(ranking: Ranking, grades: Grades, gains: str = "graded") -> dict[str, float]:
+    """Every reported metric for one query; gains: nDCG's convention (see the module docstring)."""
     out: dict[str, float] = {}
     out.update({f"accuracy@{k}": accuracy_at_k(ranking, grades, k) for k in ACCURACY_AT})
     out.update({f"precision@{k}": precision_at_k(ranking, grades, k) for k in PRECISION_RECALL_AT})
     out.update({f"recall@{k}": recall_at_k(ranking, grades, k) for k in PRECISION_RECALL_AT})
-    out.update({f"ndcg@{k}": ndcg_at_k(ranking, grades, k) for k in NDCG_AT})
+    out.update({f"ndcg@{k}": ndcg_at_k(ranking, grades, k, gains) for k in NDCG_AT})
     out.update({f"mrr@{k}": reciprocal_rank_at_k(ranking, grades, k) for k in MRR_AT})
     out.update({f"map@{k}": average_precision_at_k(ranking, grades, k) for k in MAP_AT})
     return out
 
 
-def mean_metrics(rankings: Sequence[Ranking], qrels: Sequence[Grades]) -> dict[str, float]:
+def mean_metrics(rankings: Sequence[Ranking], qrels: Sequence[Grades], gains: str = "graded") -> dict[str, float]:
     """Means over queries (each query weighs the same, as in sentence-transformers)."""
     if len(rankings) != len(qrels):
         raise ValueError(f"{len(rankings)} rankings for {len(qrels)} queries")
     if not rankings:
         raise ValueError("no queries to evaluate")
-    per_query = [query_metrics(r, g) for r, g in zip(rankings, qrels)]
+    per_query = [query_metrics(r, g, gains) for r, g in zip(rankings, qrels)]
     return {name: float(np.mean([m[name] for m in per_query])) for name in metric_names()}

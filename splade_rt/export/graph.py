@@ -1,34 +1,35 @@
-"""Torch -> ONNX: export the encoder body, fuse it with onnxruntime's BERT optimizer, append our head.
+"""Torch -> ONNX: export the encoder body and MLM head transform, fuse them with onnxruntime's
+optimizer, append our head.
 
-The body (embeddings, transformer layers, MLM transform) is exported with the TorchScript exporter:
-onnxruntime's transformer optimizer recognises its BERT patterns (EmbedLayerNormalization,
-Attention, SkipLayerNormalization, BiasGelu), which the dynamo exporter's graph does not get.
-The vocab projection and pooling are not exported from torch: kernels.splade_head writes them.
+The body is exported with the TorchScript exporter: onnxruntime's transformer optimizer recognises
+its patterns (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu), which the
+dynamo exporter's graph does not get. The vocab projection and pooling are not exported from
+torch: kernels.splade_head writes them. The family (export.architectures) says which optimizer
+model type applies; the head is the same for every family.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..kernels import append_splade_head
 from ..manifest import ATTENTION_MASK, INPUT_IDS
+from .reference import body_inputs, decoder_parameters, hidden_mean, quiet, without_decoder
 from .source import SourceModel
+from .texts import parity_texts
 
 OPSET = 17
 HIDDEN = "mlm_hidden"
 
-# onnxruntime's float16 converter keeps these ops in float32 by default; TopK must stay fp16 on the
-# GPU (a cast around it would copy the [batch, vocab] tensor twice), and our graph has none of the
-# others that need fp32.
-_FP16_KEEP_FP32 = ["Range", "CumSum", "NonMaxSuppression", "RoiAlign", "Resize", "Upsample"]
+
+def fp16_keep_fp32() -> list[str]:
+    """onnxruntime's own float16 block list, less TopK: TopK must stay fp16 on the GPU (a cast around
+    it would copy the [batch, vocab] tensor twice). Derived, so it follows the installed onnxruntime."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    return [op for op in DEFAULT_OP_BLOCK_LIST if op != "TopK"]
 
 
 @dataclass
@@ -38,74 +39,43 @@ class ExportedGraphs:
     decoder_tied: bool
 
 
-def load_mlm(directory: Path):
-    """BertForMaskedLM in fp32, eager attention (the exported attention pattern the optimizer fuses)."""
-    import torch
-    from transformers import BertForMaskedLM
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    with _quiet():
-        try:
-            mlm = BertForMaskedLM.from_pretrained(str(directory), attn_implementation="eager",
-                                                  dtype=torch.float32)
-        except TypeError:  # transformers < 4.56 names it torch_dtype
-            mlm = BertForMaskedLM.from_pretrained(str(directory), attn_implementation="eager",
-                                                  torch_dtype=torch.float32)
-    return mlm.eval()
-
-
 def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True,
                  screened: bool = True) -> ExportedGraphs:
     """fp32 (chunked), fp32-screened (exact, int8 screening: kernels.screening) and fp16 graphs."""
     import onnx
     import torch
-    from onnxruntime.transformers.optimizer import optimize_model
 
-    config = mlm.config
+    arch = source.architecture
     body_path = work / "body.onnx"
 
     class MlmHidden(torch.nn.Module):
-        """Everything before the vocab projection: BERT + the MLM head's dense/gelu/LayerNorm."""
+        """Everything before the vocab projection: the body and the MLM head's transform."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.bert = mlm.bert
-            self.transform = mlm.cls.predictions.transform
+            self.mlm = mlm
 
         def forward(self, input_ids, attention_mask):
-            out = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                            token_type_ids=torch.zeros_like(input_ids))
-            return self.transform(out[0])
+            return self.mlm(**body_inputs(arch, input_ids, attention_mask)).logits
 
-    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 5, 7, 9, 2]], dtype=torch.long) % config.vocab_size
+    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 5, 7, 9, 2]], dtype=torch.long) % mlm.config.vocab_size
     mask = (ids != 0).long()
     mask[1] = 1
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad(), without_decoder(mlm, arch):
         torch.onnx.export(
             MlmHidden().eval(), (ids, mask), str(body_path), dynamo=False, opset_version=OPSET,
             input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[HIDDEN], do_constant_folding=True,
             dynamic_axes={INPUT_IDS: {0: "batch", 1: "seq"}, ATTENTION_MASK: {0: "batch", 1: "seq"},
                           HIDDEN: {0: "batch", 1: "seq"}},
         )
-        optimized = optimize_model(str(body_path), model_type="bert", num_heads=config.num_attention_heads,
-                                   hidden_size=config.hidden_size, opt_level=0)
-    fusions = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-    if not any(op.domain == "com.microsoft" for op in optimized.model.opset_import):
-        optimized.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    body, fusions = _optimize(body_path, arch.optimizer, mlm.config)
     body_path.unlink()
 
-    decoder = mlm.cls.predictions.decoder
-    weight = decoder.weight.detach().numpy().astype(np.float32)
-    bias_param = decoder.bias if decoder.bias is not None else mlm.cls.predictions.bias
-    bias = bias_param.detach().numpy().astype(np.float32)
-    tied = decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()
-
-    center = hidden_mean(MlmHidden(), source) if screened else None
+    weight, bias, tied = decoder_parameters(mlm, arch)
+    center = hidden_mean(mlm, source, parity_texts()) if screened else None
 
     def with_head(screened: bool):
-        model = append_splade_head(copy.deepcopy(optimized.model), weight, bias, activation=source.activation,
+        model = append_splade_head(copy.deepcopy(body), weight, bias, activation=source.activation,
                                    vocab_chunk=vocab_chunk, screened=screened, screen_center=center)
         model.producer_name = "splade-rt"
         return model
@@ -122,18 +92,21 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied)
 
 
-def hidden_mean(mlm_hidden, source: SourceModel) -> np.ndarray:
-    """The mean MLM-transformed hidden state over the parity texts' tokens: the screened graph
-    quantizes states minus this mean (tighter bound; exact whatever the mean)."""
-    import torch
+def _optimize(path: Path, model_type: str | None, config):
+    """onnxruntime's transformer optimizer for the family (fusions counted), or the graph as exported."""
+    import onnx
 
-    from .parity import reference_tokenize
-    from .texts import parity_texts
+    if model_type is None:
+        return onnx.load(str(path)), {}
+    from onnxruntime.transformers.optimizer import optimize_model
 
-    ids, mask = reference_tokenize(source.tokenizer_dir, parity_texts(), source.max_length, source.lowercase)
-    with torch.no_grad():
-        states = mlm_hidden(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-    return states[mask.astype(bool)].astype(np.float64).mean(axis=0).astype(np.float32)
+    with quiet():
+        optimized = optimize_model(str(path), model_type=model_type, num_heads=config.num_attention_heads,
+                                   hidden_size=config.hidden_size, opt_level=0)
+    fusions = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    if not any(op.domain == "com.microsoft" for op in optimized.model.opset_import):
+        optimized.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return optimized.model, fusions
 
 
 def to_fp16(model):
@@ -149,22 +122,6 @@ def to_fp16(model):
     if decomposed:
         raise RuntimeError(f"unfused LayerNorm (Pow nodes {decomposed[:3]}) would overflow in fp16")
     half = OnnxModel(copy.deepcopy(model))
-    with _quiet():
-        half.convert_float_to_float16(keep_io_types=True, op_block_list=_FP16_KEEP_FP32, use_symbolic_shape_infer=True)
+    with quiet():
+        half.convert_float_to_float16(keep_io_types=True, op_block_list=fp16_keep_fp32(), use_symbolic_shape_infer=True)
     return half.model
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Exporters print pages of warnings about tracing; none of them is actionable for our users."""
-    loggers = [logging.getLogger(n) for n in ("onnxruntime", "onnxruntime.transformers", "transformers", "torch.onnx")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)

@@ -1,8 +1,9 @@
 """The parity check every export runs: ONNX graphs against the torch reference on real text.
 
-Reference: transformers BertForMaskedLM and the pooling exactly as sentence-transformers'
-SpladePooling computes it (mask the logits, relu, log1p, max over tokens). The reference
-tokenizer is transformers' (AutoTokenizer); the exported tokenizer.json must give the same ids.
+Reference: export.reference (the family's transformers masked-LM model, its AutoTokenizer, and the
+pooling exactly as sentence-transformers' SpladePooling computes it). The exported tokenizer.json
+must give the reference's ids. An inference-free model's query table is checked against
+SparseStaticEmbedding's computation, through the exported query tokenizer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..manifest import ATTENTION_MASK, INPUT_IDS, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
-from .texts import parity_texts
+from .reference import reference_embeddings, reference_static_queries, reference_tokenize, tokenizer_max_length
+from .texts import QUERIES, parity_texts
 
 FP32_MAX_REL_DIFF = 1e-4  # of the largest reference value
 FP16_MIN_TOP64_OVERLAP = 0.98
@@ -23,36 +25,8 @@ TOP = 64
 FP16_CPU_METHOD = (
     "onnxruntime CPUExecutionProvider on the fp16 graph: checks the fp16 weights, graph and fp16 TopK/outputs "
     "wiring; the CPU EP casts ops without fp16 kernels to fp32, so fp16 arithmetic itself is exercised only "
-    "on a CUDA device (splade-export --check on a GPU machine, or tests/test_gpu.py)"
+    "on a CUDA device (splade-export --check on a GPU machine)"
 )
-
-
-def reference_tokenize(source_dir: Path, texts: list[str], max_length: int, lowercase: bool):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(source_dir), use_fast=True)
-    if lowercase:
-        texts = [t.lower() for t in texts]
-    enc = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
-    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
-
-
-def reference_embeddings(mlm, input_ids: np.ndarray, attention_mask: np.ndarray, activation: str,
-                         batch: int = 8) -> np.ndarray:
-    """sentence-transformers' SpladePooling, written out: mask, relu, log1p (twice for log1p_relu), max."""
-    import torch
-
-    rows = []
-    with torch.no_grad():
-        for i in range(0, len(input_ids), batch):
-            ids = torch.from_numpy(input_ids[i:i + batch])
-            mask = torch.from_numpy(attention_mask[i:i + batch])
-            logits = mlm(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).logits
-            values = torch.log1p(torch.relu(logits * mask.unsqueeze(-1).to(logits.dtype)))
-            if activation == "log1p_relu":
-                values = torch.log1p(values)
-            rows.append(values.max(dim=1).values.numpy())
-    return np.concatenate(rows)
 
 
 def run_graph(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, top: int = TOP):
@@ -95,12 +69,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray, top: int = TOP) -> dic
     }
 
 
-def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> dict[str, Any]:
+def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
+                 query_table: tuple[Path, Path] | None = None) -> dict[str, Any]:
     """Run every graph on the parity texts and decide pass/fail for each against the bars."""
     from tokenizers import Tokenizer
 
     texts = parity_texts()
-    input_ids, attention_mask = reference_tokenize(source.tokenizer_dir, texts, source.max_length, source.lowercase)
+    input_ids, attention_mask = reference_tokenize(source.directory, texts, source.max_length, source.lowercase)
     ours = Tokenizer.from_file(str(tokenizer_json))
     ours.no_padding()
     ours.enable_truncation(source.max_length)
@@ -109,14 +84,18 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> 
         for enc, row, mask in zip(ours.encode_batch([t.lower() if source.lowercase else t for t in texts]),
                                   input_ids, attention_mask)
     )
-    reference = reference_embeddings(mlm, input_ids, attention_mask, source.activation)
+    reference = reference_embeddings(mlm, source.architecture, input_ids, attention_mask, source.activation)
     report: dict[str, Any] = {
         "texts": len(texts),
         "padded_shape": list(input_ids.shape),
         "tokenizer_ids_match": ids_match,
-        "reference": "transformers BertForMaskedLM (fp32, torch) + sentence-transformers SpladePooling math",
+        "reference": f"transformers {source.architecture.mlm_class} (fp32, torch) + sentence-transformers "
+                     "SpladePooling math",
     }
     ok = ids_match
+    if query_table is not None:
+        report["query_table"] = check_query_table(source.query_route, *query_table)
+        ok = ok and report["query_table"]["passed"]
     outputs = {}
     # fp32 first, whatever the dict's order: it is the yardstick of the screened graph below
     for precision, path in sorted(graphs.items(), key=lambda item: item[0] != "fp32"):
@@ -152,9 +131,34 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path) -> 
     return report
 
 
+def check_query_table(query_dir: Path, table: Path, tokenizer_json: Path) -> dict[str, Any]:
+    """The runtime's lookup (exported tokenizer, no special tokens, each present token once) equals
+    SparseStaticEmbedding's output on the parity texts and their queries repeated (repeated tokens)."""
+    from tokenizers import Tokenizer
+
+    texts = parity_texts() + [f"{q} {q}" for q in QUERIES]
+    weights = np.load(table)
+    reference = reference_static_queries(query_dir, weights, texts)
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.no_padding()
+    limit = tokenizer_max_length(query_dir)
+    tok.enable_truncation(limit) if limit else tok.no_truncation()
+    ours = np.zeros_like(reference)
+    for r, enc in enumerate(tok.encode_batch(texts, add_special_tokens=False)):
+        present = np.unique(np.asarray(enc.ids, dtype=np.int64))
+        ours[r, present] = weights[present]
+    same = bool(np.array_equal(reference, ours))
+    return {"texts": len(texts), "identical": same, "passed": same,
+            "reference": "sentence-transformers SparseStaticEmbedding math (AutoTokenizer, no special tokens)"}
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"parity on {report['texts']} texts (padded batch {report['padded_shape']}), "
              f"tokenizer ids match: {report['tokenizer_ids_match']}"]
+    if "query_table" in report:
+        q = report["query_table"]
+        lines.append(f"  query table: identical to SparseStaticEmbedding on {q['texts']} texts: {q['identical']} "
+                     f"-> {'PASS' if q['passed'] else 'FAIL'}")
     for precision in ("fp32", "fp32-screened", "fp16"):
         if precision in report:
             s = report[precision]

@@ -15,19 +15,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ExportDirError, SpladeError
+from ..errors import ExportDirError, ModelSourceError, SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
 from ..manifest import (
     ATTENTION_MASK, FORMAT_VERSION, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_SPARSE, OUT_TOP_INDICES,
-    OUT_TOP_VALUES, TOP_K, read_manifest, sha256_file, verify_file, write_manifest,
+    OUT_TOP_VALUES, TOP_K, read_manifest, sha256_file, write_manifest,
 )
 from .source import SourceModel, resolve_source
 
+# The execution providers each graph is meant for, recorded per file: the runtime runs what the
+# manifest says. fp32 runs anywhere (the CUDA fallback when there is no fp16 graph).
 _PROVIDERS = {
-    "fp32": ["CPUExecutionProvider"],
     "fp32-screened": ["CPUExecutionProvider"],
+    "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
     "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
 }
+QUERY_WEIGHTS = "query_weights.npy"
+QUERY_TOKENIZER = "query_tokenizer.json"
 
 
 class ParityError(SpladeError):
@@ -58,18 +62,21 @@ def export_model(
         source.max_length = max_length
     work = _make_workdir(out)
     try:
-        from .graph import build_graphs, load_mlm
+        from .graph import build_graphs
         from .parity import check_parity, summary_lines
+        from .reference import load_mlm
 
-        log(f"exporting {source.ref} ({source.layout} layout, max length {source.max_length})")
-        mlm = load_mlm(source.directory)
+        log(f"exporting {source.ref} ({source.architecture.model_type}, {source.layout} layout, "
+            f"max length {source.max_length})")
+        mlm = load_mlm(source)
         graphs = build_graphs(mlm, source, work, vocab_chunk=vocab_chunk, fp16=fp16, screened=screened)
-        tokenizer_json = _write_tokenizer(source, work)
+        tokenizer_json = _write_tokenizer(source.directory, work / "tokenizer.json")
+        query_table = _write_query_table(source, work)
         log("checking parity against the torch reference")
-        parity = check_parity(mlm, source, graphs.files, tokenizer_json)
+        parity = check_parity(mlm, source, graphs.files, tokenizer_json, query_table)
         for line in summary_lines(parity):
             log(line)
-        manifest = _manifest(source, mlm, graphs, tokenizer_json, parity, vocab_chunk)
+        manifest = _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_chunk)
         manifest["export_seconds"] = round(time.perf_counter() - start, 2)
         write_manifest(work, manifest)
         if not parity["passed"]:
@@ -85,25 +92,31 @@ def export_model(
 
 def recheck(out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Re-run the parity check of an existing export against its recorded source and update the manifest."""
-    from .graph import load_mlm
     from .parity import check_parity, summary_lines
+    from .reference import load_mlm
 
     out = Path(out)
     manifest = read_manifest(out)
-    for name in manifest["files"]:
-        verify_file(out / name, manifest, True)
-    ref = manifest["source"]["model"]
+    for name in manifest.files:
+        manifest.verify_file(name)
+    ref = str(manifest.source.get("model", ""))
+    if not ref:
+        raise ExportDirError(f"{manifest.path}: field 'source.model' is missing; cannot find the model to check "
+                             "against")
     source = resolve_source(None if ref.startswith("default:") else ref)
-    source.max_length = manifest["tokenizer"]["max_length"]
-    if source.weights_sha256() != manifest["source"]["weights_sha256"]:
+    source.max_length = manifest.tokenizer.max_length
+    if source.weights_sha256() != manifest.source.get("weights_sha256"):
         raise ExportDirError(f"{ref}: weights changed since the export (hash differs); re-export with --force")
-    mlm = load_mlm(source.directory)
-    graphs = {info["precision"]: out / name for name, info in manifest["files"].items() if name.endswith(".onnx")}
-    parity = check_parity(mlm, source, graphs, out / manifest["tokenizer"]["file"])
+    mlm = load_mlm(source)
+    graphs = {g.precision: out / g.name for g in manifest.graphs}
+    query = manifest.query_table
+    query_table = (out / query.file, out / query.tokenizer) if query is not None else None
+    parity = check_parity(mlm, source, graphs, out / manifest.tokenizer.file, query_table)
     for line in summary_lines(parity):
         log(line)
-    manifest["parity"] = parity
-    write_manifest(out, manifest)
+    data = json.loads(manifest.path.read_text(encoding="utf-8"))
+    data["parity"] = parity
+    write_manifest(out, data)
     if not parity["passed"]:
         raise ParityError(f"{out}: parity check failed (numbers above)")
     return manifest
@@ -131,22 +144,47 @@ def _publish(work: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_tokenizer(source: SourceModel, work: Path) -> Path:
-    target = work / "tokenizer.json"
-    original = source.tokenizer_dir / "tokenizer.json"
+def _write_tokenizer(model_dir: Path, target: Path) -> Path:
+    original = model_dir / "tokenizer.json"
     if original.is_file():
         shutil.copyfile(original, target)
     else:  # vocab.txt only: let transformers build the fast tokenizer once, here
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(str(source.tokenizer_dir), use_fast=True).backend_tokenizer.save(str(target))
+        AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer.save(str(target))
     return target
 
 
-def _special_tokens(tokenizer_json: Path) -> dict[str, int]:
-    vocab = json.loads(tokenizer_json.read_text(encoding="utf-8"))["model"]["vocab"]
-    names = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]", "mask": "[MASK]"}
-    return {k: vocab[v] for k, v in names.items() if v in vocab}
+def _write_query_table(source: SourceModel, work: Path) -> tuple[Path, Path] | None:
+    """An inference-free model's query route: its per-token weights and its own tokenizer."""
+    if source.query_route is None:
+        return None
+    import numpy as np
+
+    from .reference import static_query_weights
+
+    weights = static_query_weights(source.query_route)
+    vocab = int(source.config["vocab_size"])
+    if weights.shape != (vocab,):
+        raise ModelSourceError(f"{source.query_route}: query weights have shape {weights.shape}, expected ({vocab},) "
+                               "(one weight per vocabulary token)")
+    table = work / QUERY_WEIGHTS
+    np.save(table, weights)
+    return table, _write_tokenizer(source.query_route, work / QUERY_TOKENIZER)
+
+
+def _special_tokens(model_dir: Path, arch) -> dict[str, int]:
+    """Special token ids by role, as the model's tokenizer names them (the family's defaults otherwise)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    vocab = tok.get_vocab()
+    out = {}
+    for role, default in arch.special_tokens.items():
+        token = getattr(tok, f"{role}_token", None) or default
+        if token in vocab:
+            out[role] = int(vocab[token])
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -161,31 +199,43 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _manifest(source, mlm, graphs, tokenizer_json, parity, vocab_chunk) -> dict[str, Any]:
-    from .graph import OPSET
+def _entry(path: Path, **extra: Any) -> dict[str, Any]:
+    return {**extra, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
-    cfg = mlm.config
-    entries = {
-        path.name: {"precision": precision, "providers": _PROVIDERS[precision], "bytes": path.stat().st_size,
-                    "sha256": sha256_file(path)}
-        for precision, path in graphs.files.items()
-    }
-    entries["tokenizer.json"] = {"bytes": tokenizer_json.stat().st_size, "sha256": sha256_file(tokenizer_json)}
+
+def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_chunk) -> dict[str, Any]:
+    from .graph import OPSET
+    from .reference import tokenizer_max_length
+
+    cfg, arch = mlm.config, source.architecture
+    entries = {path.name: _entry(path, precision=precision, providers=_PROVIDERS[precision])
+               for precision, path in graphs.files.items()}
+    entries[tokenizer_json.name] = _entry(tokenizer_json)
+    special = _special_tokens(source.directory, arch)
+    query = None
+    if query_table is not None:
+        table, query_tokenizer = query_table
+        entries[table.name] = _entry(table)
+        entries[query_tokenizer.name] = _entry(query_tokenizer)
+        query = {"file": table.name, "tokenizer": query_tokenizer.name,
+                 "max_length": tokenizer_max_length(source.query_route), "lowercase": False}
     return {
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": {"model": source.ref, "path": str(source.directory), "layout": source.layout,
                    "weights_file": source.weights_file.name, "weights_sha256": source.weights_sha256()},
-        "model": {"architecture": "BertForMaskedLM", "model_type": cfg.model_type, "vocab_size": cfg.vocab_size,
+        "model": {"architecture": arch.mlm_class, "model_type": arch.model_type, "vocab_size": cfg.vocab_size,
                   "hidden_size": cfg.hidden_size, "num_layers": cfg.num_hidden_layers,
                   "num_heads": cfg.num_attention_heads, "pooling": source.pooling, "activation": source.activation,
                   "similarity": source.similarity, "decoder_tied_to_embeddings": graphs.decoder_tied},
-        "tokenizer": {"file": "tokenizer.json", "max_length": source.max_length, "lowercase": source.lowercase,
-                      "special_tokens": _special_tokens(tokenizer_json), "pad_id": cfg.pad_token_id or 0},
+        "tokenizer": {"file": tokenizer_json.name, "max_length": source.max_length, "lowercase": source.lowercase,
+                      "special_tokens": special, "pad_id": special.get("pad", 0)},
+        "query_table": query,
         "graph": {"opset": OPSET, "inputs": [INPUT_IDS, ATTENTION_MASK, TOP_K],
                   "outputs": [OUT_SPARSE, OUT_TOP_VALUES, OUT_TOP_INDICES, OUT_NZ_INDEX, OUT_NZ_VALUE],
-                  "vocab_chunk": vocab_chunk, "fusions": graphs.fusions},
+                  "vocab_chunk": vocab_chunk, "fusions": graphs.fusions, "optimizer": arch.optimizer},
         "files": entries,
         "versions": _versions(),
         "parity": parity,
     }
+

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ModelSourceError
 from ..manifest import sha256_file
+from .architectures import Architecture, architecture_for
 
 DEFAULT_MODEL = "splade-tiny-msmarco"  # bundled under splade_rt/models/, used when no model is named
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -22,16 +23,17 @@ _HUB_PATTERNS = ["*.json", "*.txt", "model.safetensors", "*/config.json", "*/*.j
 @dataclass
 class SourceModel:
     ref: str  # what the user named (hub id, path, or the default's name)
-    directory: Path  # holds config.json and the weights
-    layout: str  # "transformers" | "sentence-transformers"
+    directory: Path  # the masked-LM model: config.json, weights, tokenizer
+    layout: str  # "transformers" | "sentence-transformers" | "sentence-transformers-router"
     config: dict
+    architecture: Architecture
     weights_file: Path
-    tokenizer_dir: Path
     max_length: int
     lowercase: bool  # sentence-transformers' do_lower_case: lowercase before tokenizing
     pooling: str
     activation: str
     similarity: str
+    query_route: Path | None = None  # inference-free models: the SparseStaticEmbedding directory
 
     def weights_sha256(self) -> str:
         return sha256_file(self.weights_file)
@@ -88,15 +90,15 @@ def inspect_directory(directory: Path, ref: str) -> SourceModel:
     if not directory.is_dir():
         raise ModelSourceError(f"{directory}: not a directory; pass a model directory or a hub id")
     pooling, activation, max_length, lowercase, similarity = "max", "relu", None, False, "dot"
-    model_dir, layout = directory, "transformers"
+    model_dir, layout, query_dir = directory, "transformers", None
     modules_file = directory / "modules.json"
     if modules_file.is_file():
-        layout = "sentence-transformers"
-        model_dir, pooling_dir = _read_modules(modules_file)
-        if pooling_dir is not None:
-            cfg = _read_json(pooling_dir / "config.json") if (pooling_dir / "config.json").is_file() else {}
-            pooling = cfg.get("pooling_strategy", "max")
-            activation = cfg.get("activation_function", "relu")
+        modules = _read_modules(modules_file)
+        model_dir, pooling_dir, query_dir = modules.model, modules.pooling, modules.query
+        layout = "sentence-transformers-router" if modules.router else "sentence-transformers"
+        cfg = _read_json(pooling_dir / "config.json") if (pooling_dir / "config.json").is_file() else {}
+        pooling = cfg.get("pooling_strategy", "max")
+        activation = cfg.get("activation_function", "relu")
         st_cfg_file = model_dir / "sentence_bert_config.json"
         if st_cfg_file.is_file():
             st_cfg = _read_json(st_cfg_file)
@@ -117,65 +119,118 @@ def inspect_directory(directory: Path, ref: str) -> SourceModel:
     if not config_file.is_file():
         raise ModelSourceError(f"{model_dir}: no config.json; not a transformers model directory")
     config = _read_json(config_file)
-    model_type = config.get("model_type")
-    archs = config.get("architectures") or []
-    if model_type != "bert":
-        raise ModelSourceError(
-            f"{ref}: architecture '{model_type}' ({', '.join(archs) or 'unknown'}) is not supported; "
-            "splade-rt exports BERT masked-LM SPLADE models (BertForMaskedLM)"
-        )
+    classes = config.get("architectures") or []
+    arch = architecture_for(config.get("model_type"), ref, classes)
     weights = next((model_dir / w for w in _WEIGHT_FILES if (model_dir / w).is_file()), None)
     if weights is None:
         raise ModelSourceError(f"{model_dir}: no model weights ({' or '.join(_WEIGHT_FILES)})")
-    if archs and "BertForMaskedLM" not in archs:
+    if classes and arch.mlm_class not in classes:
         raise ModelSourceError(
-            f"{ref}: {', '.join(archs)} is a dense (non-MLM) model: SPLADE needs the masked-LM head "
-            "(BertForMaskedLM), whose vocabulary logits become the sparse weights"
+            f"{ref}: {', '.join(classes)} is a dense (non-MLM) model: SPLADE needs the masked-LM head "
+            f"({arch.mlm_class}), whose vocabulary logits become the sparse weights"
         )
     if weights.suffix == ".safetensors":
-        _check_mlm_head(weights, ref)
+        _check_mlm_head(weights, ref, arch)
     if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "vocab.txt").is_file():
         raise ModelSourceError(f"{model_dir}: no tokenizer (tokenizer.json or vocab.txt)")
     tok_cfg_file = model_dir / "tokenizer_config.json"
     tok_cfg = _read_json(tok_cfg_file) if tok_cfg_file.is_file() else {}
     positions = int(config.get("max_position_embeddings", 512))
+    if arch.model_type in ("roberta", "xlm-roberta"):
+        positions -= int(config.get("pad_token_id", 1)) + 1  # positions start after the padding index
     if max_length is None:
         max_length = tok_cfg.get("model_max_length", positions)
         if not isinstance(max_length, int) or max_length > positions:
             max_length = positions
     return SourceModel(
-        ref=ref, directory=model_dir, layout=layout, config=config, weights_file=weights,
-        tokenizer_dir=model_dir, max_length=int(min(max_length, positions)), lowercase=lowercase,
-        pooling=pooling, activation=activation, similarity=similarity,
+        ref=ref, directory=model_dir, layout=layout, config=config, architecture=arch, weights_file=weights,
+        max_length=int(min(max_length, positions)), lowercase=lowercase, pooling=pooling, activation=activation,
+        similarity=similarity, query_route=query_dir,
     )
 
 
-def _read_modules(modules_file: Path) -> tuple[Path, Path | None]:
-    """Return (transformer dir, pooling dir) from a sentence-transformers modules.json."""
+@dataclass
+class _Modules:
+    model: Path  # the masked-LM transformer's directory
+    pooling: Path  # SpladePooling's directory
+    query: Path | None  # SparseStaticEmbedding's directory (inference-free query route)
+    router: bool
+
+
+_MLM_MODULES = ("MLMTransformer", "Transformer")
+_DENSE_MODULES = ("Pooling", "Normalize", "Dense")
+
+
+def _read_modules(modules_file: Path) -> _Modules:
+    """The MLM, pooling and (for a Router) static query module directories of a sentence-transformers model."""
     modules = _read_json(modules_file)
-    if not isinstance(modules, list):
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise ModelSourceError(f"{modules_file}: expected a list of modules")
     root = modules_file.parent
-    model_dir = pooling_dir = None
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        path = root / module.get("path", "")
-        if kind in ("MLMTransformer", "Transformer") and model_dir is None:
-            model_dir = path
-        elif kind == "SpladePooling":
-            pooling_dir = path
-        elif kind in ("Pooling", "Normalize", "Dense"):
-            raise ModelSourceError(
-                f"{root}: a dense sentence-transformers model ({kind} module): not a SPLADE sparse encoder"
-            )
-        else:
-            raise ModelSourceError(f"{root}: module {module.get('type')} is not supported (MLMTransformer + SpladePooling)")
-    if model_dir is None or pooling_dir is None:
-        raise ModelSourceError(f"{root}: modules.json must name an MLMTransformer and a SpladePooling module")
+    kinds = [(_kind(m.get("type")), root / m.get("path", "")) for m in modules]
+    if len(kinds) == 1 and kinds[0][0] == "Router":
+        return _read_router(kinds[0][1], root)
+    model, pooling = _document_route(kinds, root)
+    return _Modules(model, pooling, None, router=False)
+
+
+def _kind(module_type) -> str:
+    return str(module_type or "").rsplit(".", 1)[-1]
+
+
+def _document_route(kinds: list[tuple[str, Path]], root: Path) -> tuple[Path, Path]:
+    names = [k for k, _ in kinds]
+    dense = [k for k in names if k in _DENSE_MODULES]
+    if dense:
+        raise ModelSourceError(f"{root}: a dense sentence-transformers model ({dense[0]} module): not a SPLADE "
+                               "sparse encoder")
+    if len(kinds) != 2 or names[0] not in _MLM_MODULES or names[1] != "SpladePooling":
+        raise ModelSourceError(f"{root}: modules {', '.join(names) or 'none'} are not supported; a SPLADE model is "
+                               "a masked-LM Transformer (or MLMTransformer) followed by SpladePooling")
+    model_dir, pooling_dir = kinds[0][1], kinds[1][1]
+    st_cfg = model_dir / "sentence_bert_config.json"
+    task = _read_json(st_cfg).get("transformer_task", "fill-mask") if st_cfg.is_file() else "fill-mask"
+    if task != "fill-mask":
+        raise ModelSourceError(f"{model_dir}: Transformer task '{task}': SPLADE needs the masked-LM logits "
+                               "(transformer_task 'fill-mask')")
     return model_dir, pooling_dir
 
 
-def _check_mlm_head(weights: Path, ref: str) -> None:
+def _read_router(path: Path, root: Path) -> _Modules:
+    """A Router: the document route must be MLM + SpladePooling; the query route the same modules or a
+    SparseStaticEmbedding (an inference-free model, whose queries are a per-token weight lookup)."""
+    config_file = path / "router_config.json"
+    if not config_file.is_file():
+        raise ModelSourceError(f"{config_file}: missing (a Router module's routes are defined there)")
+    config = _read_json(config_file)
+    types, structure = config.get("types"), config.get("structure")
+    if not isinstance(types, dict) or not isinstance(structure, dict):
+        raise ModelSourceError(f"{config_file}: expected 'types' and 'structure' objects")
+    parameters = config.get("parameters") or {}
+    mappings = {str(k).replace('"', "'"): v for k, v in (parameters.get("route_mappings") or {}).items()}
+
+    def route(task: str) -> list[str]:
+        name = next((mappings[k] for k in (f"('{task}', 'text')", f"('{task}', None)") if k in mappings), None)
+        name = name or (task if task in structure else parameters.get("default_route"))
+        if name not in structure:
+            raise ModelSourceError(f"{config_file}: no '{task}' route (routes: {', '.join(structure)})")
+        return list(structure[name])
+
+    def modules(ids: list[str]) -> list[tuple[str, Path]]:
+        return [(_kind(types.get(i)), path / i) for i in ids]
+
+    document, query = route("document"), route("query")
+    model, pooling = _document_route(modules(document), root)
+    if query == document:
+        return _Modules(model, pooling, None, router=True)
+    query_modules = modules(query)
+    if [k for k, _ in query_modules] != ["SparseStaticEmbedding"]:
+        raise ModelSourceError(f"{config_file}: query route {', '.join(k for k, _ in query_modules)} is not supported "
+                               "(SparseStaticEmbedding, or the document route's modules)")
+    return _Modules(model, pooling, query_modules[0][1], router=True)
+
+
+def _check_mlm_head(weights: Path, ref: str, arch: Architecture) -> None:
     try:
         from safetensors import safe_open
 
@@ -183,8 +238,9 @@ def _check_mlm_head(weights: Path, ref: str) -> None:
             keys = list(f.keys())
     except Exception as e:
         raise ModelSourceError(f"{weights}: unreadable weights ({type(e).__name__}: {e})") from None
-    if not any(k.startswith("cls.predictions.") for k in keys):
+    if not any(k.startswith(arch.head_prefixes) for k in keys):
         raise ModelSourceError(
-            f"{ref}: {weights.name} has no masked-LM head (cls.predictions.*): a dense BERT is not a SPLADE model"
+            f"{ref}: {weights.name} has no masked-LM head ({', '.join(p + '*' for p in arch.head_prefixes)}): "
+            f"a dense {arch.model_type} checkpoint is not a SPLADE model"
         )
 

@@ -13,11 +13,11 @@ So the projection runs twice, cheaply:
    with |h|_1 and dh measured in the graph (per sequence: the max over its tokens) and dw, |w|_1
    from the export. A relative slack covers fp32 rounding in the exact pass and in the bound itself.
    The states are screened centred, h - mu, with mu.w folded into the bias: BERT's hidden states
-   share a large mean (|mu|^2 is ~80% of E|h|^2 here), so centring shrinks the quantization step
-   and with it the bound. Any mu keeps the result exact; the export's mean over real text keeps
+   share a large mean (most of their squared norm), so centring shrinks the quantization step and
+   with it the bound. Any mu keeps the result exact; the export's mean over real text keeps
    the bound tight.
-2. Exact: vocab entries whose bound is > 0 (1.76-1.92x the positives on the shared collections:
-   ~480 of 30,522 for a SciFact document) are gathered and recomputed in fp32 over the sequence's
+2. Exact: vocab entries whose bound is > 0 (a small multiple of the positives: how many is measured
+   by benchmarks/screening_check.py) are gathered and recomputed in fp32 over the sequence's
    tokens; the rest are provably <= 0, i.e. 0 after relu. The result is the fp32 result, not an
    approximation of it.
 
@@ -28,9 +28,8 @@ the fallback (and the GPU path, where fp16 is already cheap).
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto
 
-from .splade_head import GraphBuilder
+from .builder import GraphBuilder
 
 SLACK_REL = 1e-4  # x (|h|_1 |w|_inf + |b|): far above fp32 dot-product rounding (~H * 2^-24)
 SLACK_ABS = 1e-6
@@ -62,7 +61,7 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
                         bias: np.ndarray, bias_name: str, chunk: int, center: np.ndarray | None = None) -> str:
     """Biased max logits [B, V], exact for every entry that can be positive; the rest are 0.
     center: the mean hidden state over real text (tightens the screen; None screens uncentred)."""
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     vocab, hidden = weight.shape
     stats = quantize_rows(weight)
@@ -90,7 +89,7 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
     hq_f = b.node("Clip", [b.node("Round", [b.node("Div", [centred, h_scale], "h_scaled")], "h_round"),
                            c["q_min"], c["q_max"]], "hq_f")  # [B, S, H], integers in float
     # all the batch's tokens as the columns of one 2-D product, faster than a batch of per-sequence
-    # ones (benchmarks/screen_layouts.py: 85 vs 115 ms at 2048-row chunks); the max stays innermost
+    # ones (timed by benchmarks/screen_layouts.py); the max stays innermost
     hq_t = b.node("Cast", [b.node("Reshape", [b.node("Transpose", [hq_f], "hq_f_t", perm=[2, 0, 1]), c["h_cols"]],
                                   "hq_f_2d")], "hq_t", to=TensorProto.INT8)  # [H, B * S]
     batch = b.node("Slice", [b.node("Shape", [states], "states_shape"), "splade.axis0", "splade.axis1",

@@ -26,40 +26,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .builder import GraphBuilder
+from .screening import screened_max_logits
+
 DEFAULT_VOCAB_CHUNK = 2048
 
 _ACTIVATIONS = ("relu", "log1p_relu")
-
-
-class GraphBuilder:
-    """Appends named nodes and initializers under the 'splade/' prefix."""
-
-    def __init__(self, graph) -> None:
-        self.graph = graph
-        self.nodes: list = []
-        self.inits: list = []
-
-    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
-        from onnx import helper
-
-        self.nodes.append(helper.make_node(op, inputs, [output], name=f"splade/{output}", **attrs))
-        return output
-
-    def multi(self, op: str, inputs: list[str], outputs: list[str], **attrs) -> list[str]:
-        from onnx import helper
-
-        self.nodes.append(helper.make_node(op, inputs, outputs, name=f"splade/{outputs[0]}", **attrs))
-        return outputs
-
-    def const(self, name: str, value) -> str:
-        from onnx import numpy_helper
-
-        self.inits.append(numpy_helper.from_array(np.asarray(value), f"splade.{name}"))
-        return f"splade.{name}"
-
-    def commit(self) -> None:
-        self.graph.node.extend(self.nodes)
-        self.graph.initializer.extend(self.inits)
 
 
 def append_splade_head(
@@ -112,8 +84,6 @@ def append_splade_head(
     states_t = b.node("Transpose", [states], "pooled_hidden_t", perm=[0, 2, 1])  # [B, H, S]
 
     if screened:
-        from .screening import screened_max_logits
-
         top = screened_max_logits(b, states, states_t, weight_name, decoder_weight, decoder_bias, bias,
                                   vocab_chunk, screen_center)
     else:
@@ -150,7 +120,7 @@ def chunked_max_logits(b: GraphBuilder, states_t: str, weight_name: str, vocab: 
     """max over tokens of W @ states^T, one [B, chunk, S] slice of the logits alive at a time.
 
     The logits are laid out [B, vocab, seq] so the max runs over the innermost axis: onnxruntime
-    reduces a contiguous last axis ~7x faster than a middle one (13 vs 1.9 Gelem/s measured here).
+    reduces a contiguous last axis several times faster than a middle one.
     """
     maxima = []
     for start in range(0, vocab, chunk):

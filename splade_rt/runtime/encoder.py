@@ -20,10 +20,12 @@ import numpy as np
 
 from ..errors import ExportDirError
 from ..manifest import (
-    ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, read_manifest,
-    verify_file,
+    ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, Manifest,
+    read_manifest,
 )
-from .embeddings import SparseEmbeddings, SparseVector, concat, dot_scores
+from .batching import in_input_order, length_batches, pad_ids
+from .embeddings import SparseEmbeddings, SparseVector, dot_scores
+from .query_table import QueryTable
 from .session import Placement, cpu_twin, open_session
 
 logger = logging.getLogger("splade_rt")
@@ -51,26 +53,29 @@ class SpladeEncoder:
                                     or workers < 1):
             raise ValueError(f"workers must be a positive integer, not {workers!r}")
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        tok = self.manifest["tokenizer"]
-        self.max_length = int(tok["max_length"])
+        self.manifest: Manifest = read_manifest(self.path)
+        tok = self.manifest.tokenizer
+        self.max_length = tok.max_length
         if max_length is not None:
             if not 2 <= max_length <= self.max_length:
                 raise ValueError(f"max_length {max_length}: must be between 2 and the export's {self.max_length}")
             self.max_length = max_length
-        self.lowercase = bool(tok.get("lowercase", False))
-        self.pad_id = int(tok.get("pad_id", 0))
-        self.dim = int(self.manifest["model"]["vocab_size"])
-        self.similarity_fn_name = self.manifest["model"].get("similarity", "dot")
+        self.lowercase = tok.lowercase
+        self.pad_id = tok.pad_id
+        self.dim = self.manifest.model.vocab_size
+        self.similarity_fn_name = self.manifest.model.similarity
         if max_batch_tokens < self.max_length:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} is below one full-length text ({self.max_length})")
         self.max_batch_tokens = max_batch_tokens
-        self._tokenizer = _load_tokenizer(self.path / tok["file"], self.manifest, self.max_length, verify)
+        self._tokenizer = _load_tokenizer(self.manifest.verify_file(tok.file, verify), self.max_length)
         self.vocab = _Vocab(self._tokenizer, self.dim)
-        self.placement: Placement = open_session(self.path, self.manifest, device, variant=variant,
-                                                 threads=threads, spinning=spinning, verify=verify)
+        # inference-free models: queries are a table lookup, no graph
+        self.query_table = (QueryTable(self.manifest, verify, self.vocab)
+                            if self.manifest.query_table is not None else None)
+        self.placement: Placement = open_session(self.manifest, device, variant=variant, threads=threads,
+                                                 spinning=spinning, verify=verify)
         # IOBinding keeps inputs and the [batch, vocab] tensor on the device; on the CPU plain run() is cheaper.
-        self._io_binding = self.placement.device == "cuda" if io_binding is None else io_binding
+        self._io_binding = self.placement.spec.io_binding if io_binding is None else io_binding
         threads = self.placement.session.get_session_options().intra_op_num_threads
         on_cpu = self.placement.device == "cpu" and not self._io_binding
         self.workers = min(workers or 2, threads) if on_cpu else 1
@@ -103,9 +108,7 @@ class SpladeEncoder:
         """Sparse vectors in input order. top_k (alias max_active_dims) keeps each row's k largest
         weights, computed on the device; threshold drops weights <= threshold."""
         texts = _check_texts(texts)
-        top_k = top_k if top_k is not None else max_active_dims
-        if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
+        top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
         if not texts:
@@ -139,8 +142,14 @@ class SpladeEncoder:
         result.truncated = truncated
         return result
 
-    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> SparseEmbeddings:
-        return self.encode(texts, **kwargs)
+    def encode_query(self, texts: str | Sequence[str], *, top_k: int | None = None, threshold: float | None = None,
+                     max_active_dims: int | None = None, **kwargs: Any) -> SparseEmbeddings:
+        """Queries: through the graph, or for an inference-free model through its token weight table
+        (no graph runs; the other keyword arguments of encode are accepted and not needed)."""
+        if self.query_table is None:
+            return self.encode(texts, top_k=top_k, threshold=threshold, max_active_dims=max_active_dims, **kwargs)
+        top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
+        return self.query_table.encode(_check_texts(texts), top_k, threshold)
 
     def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> SparseEmbeddings:
         return self.encode(texts, **kwargs)
@@ -196,7 +205,7 @@ class SpladeEncoder:
         if threads not in self._twins:
             with self._twin_lock:
                 if threads not in self._twins:
-                    self._twins[threads] = cpu_twin(self.placement, self.path, threads, self._spinning)
+                    self._twins[threads] = cpu_twin(self.placement, self.manifest, threads, self._spinning)
         return self._twins[threads]
 
     def _run_bound(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str]):
@@ -225,34 +234,6 @@ def _check_texts(texts: Any) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}), expected str")
     return texts
-
-
-def length_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int):
-    """Cut the length-sorted order into batches of at most batch_size rows and max_tokens padded tokens."""
-    start = 0
-    while start < len(order):
-        width = int(lengths[order[start]])  # longest in this batch: sorted descending
-        rows = max(1, min(batch_size, max_tokens // max(width, 1)))
-        yield order[start:start + rows]
-        start += rows
-
-
-def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """input_ids and attention_mask [len(rows), longest row], right-padded."""
-    width = max(map(len, rows))
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for r, row in enumerate(rows):
-        ids[r, :len(row)] = row
-        mask[r, :len(row)] = 1
-    return ids, mask
-
-
-def in_input_order(parts: list[SparseEmbeddings], batches: list[np.ndarray]) -> SparseEmbeddings:
-    """The batches' rows (cut from a length-sorted order) back in the order of the input."""
-    if len(parts) == 1 and np.array_equal(batches[0], np.arange(len(batches[0]))):
-        return parts[0]
-    return concat(parts).take(np.argsort(np.concatenate(batches), kind="stable"))
 
 
 def _csr_from_topk(values: np.ndarray, indices: np.ndarray, cut: float, dim: int, vocab) -> SparseEmbeddings:
@@ -286,10 +267,15 @@ def _as_batch(x: SparseEmbeddings | SparseVector, dim: int) -> SparseEmbeddings:
     raise TypeError(f"expected SparseEmbeddings or SparseVector, not {type(x).__name__}")
 
 
-def _load_tokenizer(path: Path, manifest: dict, max_length: int, verify: bool):
+def _check_top_k(top_k: Any) -> int | None:
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
+    return top_k
+
+
+def _load_tokenizer(path: Path, max_length: int):
     from tokenizers import Tokenizer
 
-    verify_file(path, manifest, verify)
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON

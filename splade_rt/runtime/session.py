@@ -3,6 +3,9 @@
 onnxruntime silently drops to the CPU when the CUDA EP can't load its libraries (the session is
 still created); users then see a slow "GPU" run (fastembed#247). We check the providers the session
 actually got, and either raise (device="cuda") or warn once with the reason (device="auto").
+
+Devices are rows of one table (PROVIDERS); which graph a device runs is the manifest's word: the
+graphs whose recorded providers include the device's, in the device's precision order.
 """
 
 from __future__ import annotations
@@ -11,11 +14,10 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError, ExportDirError
-from ..manifest import verify_file
+from ..manifest import GraphFile, Manifest
 
 logger = logging.getLogger("splade_rt")
 
@@ -23,39 +25,66 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One device kind: its onnxruntime provider and how splade-rt uses it."""
+
+    kind: str
+    provider: str
+    precisions: tuple[str, ...]  # preferred graph precisions, best first
+    io_binding: bool  # keep inputs and the [batch, vocab] tensor on the device
+    install: str  # what to install when the provider is absent
+
+    def options(self, device_id: int) -> dict[str, Any]:
+        return {"device_id": device_id} if self.kind != "cpu" else {}
+
+
+PROVIDERS: dict[str, ProviderSpec] = {s.kind: s for s in (
+    # CPU: the exact int8-screened graph (same results as fp32, faster), then plain fp32
+    ProviderSpec("cpu", CPU, ("fp32-screened", "fp32"), io_binding=False, install="onnxruntime"),
+    ProviderSpec("cuda", CUDA, ("fp16", "fp32"), io_binding=True,
+                 install="onnxruntime-gpu (pip install 'splade-rt[gpu]')"),
+)}
+
+
 @dataclass
 class Placement:
     session: Any  # onnxruntime.InferenceSession
-    device: str  # "cuda" | "cpu"
+    device: str  # a PROVIDERS kind
     device_id: int
     file: str
     precision: str
     fallback_reason: str | None = None
 
+    @property
+    def spec(self) -> ProviderSpec:
+        return PROVIDERS[self.device]
+
 
 def parse_device(device: str) -> tuple[str, int]:
+    expected = ", ".join(["'auto'", "'cpu'"] + [f"'{k}' or '{k}:N'" for k in PROVIDERS if k != "cpu"])
     if not isinstance(device, str):
-        raise TypeError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {type(device).__name__}")
+        raise TypeError(f"device must be {expected}, not {type(device).__name__}")
     kind, _, index = device.partition(":")
-    if kind not in ("auto", "cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
-        raise ValueError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if kind not in ("auto", *PROVIDERS) or (index and (kind in ("auto", "cpu") or not index.isdigit())):
+        raise ValueError(f"device {device!r}: expected {expected}")
     return kind, int(index or 0)
 
 
-def choose_file(manifest: dict, want: str, variant: str | None) -> tuple[str, str]:
-    """(file name, precision): the variant if named, else fp16 for CUDA and, for the CPU, the exact
-    int8-screened graph (same results as fp32, 2.2x its passages/s in the benchmark) before the
-    plain fp32 one."""
-    files = {info["precision"]: name for name, info in manifest["files"].items() if "precision" in info}
+def choose_graph(manifest: Manifest, spec: ProviderSpec, variant: str | None) -> GraphFile:
+    """The variant if named, else the best of the graphs the manifest records for this provider."""
     if variant is not None:
-        if variant not in files:
-            raise ExportDirError(f"variant {variant!r} not in this export (has: {', '.join(sorted(files))})")
-        return files[variant], variant
-    order = ("fp16", "fp32", "fp32-screened") if want == "cuda" else ("fp32-screened", "fp32", "fp16")
-    for precision in order:
-        if precision in files:
-            return files[precision], precision
-    raise ExportDirError("the manifest lists no ONNX graph")
+        graph = manifest.graph(variant)
+        if graph is None:
+            have = ", ".join(g.precision for g in manifest.graphs)
+            raise ExportDirError(f"variant {variant!r} not in this export (has: {have})")
+        return graph
+    usable = {g.precision: g for g in manifest.graphs_for(spec.provider)}
+    for precision in spec.precisions:
+        if precision in usable:
+            return usable[precision]
+    raise ExportDirError(f"{manifest.path}: no graph recorded for {spec.provider} "
+                         f"(graphs: {', '.join(f'{g.name} {list(g.providers)}' for g in manifest.graphs)})")
 
 
 def session_options(threads: int | None, spinning: bool):
@@ -67,7 +96,7 @@ def session_options(threads: int | None, spinning: bool):
     opts.log_severity_level = 3
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
-    # Spinning workers fight tokenizer/numpy threads on small machines: p99 51 ms -> 6 ms measured on 2 cores.
+    # Spinning workers fight tokenizer/numpy threads on small machines (README, "Encode").
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return opts
 
@@ -79,54 +108,54 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cpu_twin(placement: Placement, directory: Path, threads: int, spinning: bool):
+def cpu_twin(placement: Placement, manifest: Manifest, threads: int, spinning: bool):
     """A CPU session over the same graph with fewer threads: for inputs too small to split across
-    threads (waking a second worker for each of ~100 tiny ops costs more than it saves: query p50
-    1.9 ms with 2 threads vs 1.5 ms with 1, measured on 2 cores), and for batches run side by side."""
+    threads (waking a second worker for each of ~100 tiny ops costs more than it saves), and for
+    batches run side by side."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(directory / placement.file), session_options(threads, spinning),
+    return ort.InferenceSession(str(manifest.directory / placement.file), session_options(threads, spinning),
                                 providers=[CPU])
 
 
-def open_session(directory: Path, manifest: dict, device: str, *, variant: str | None = None,
-                 threads: int | None = None, spinning: bool = False, verify: bool = True) -> Placement:
+def open_session(manifest: Manifest, device: str, *, variant: str | None = None, threads: int | None = None,
+                 spinning: bool = False, verify: bool = True) -> Placement:
     import onnxruntime as ort
 
     kind, device_id = parse_device(device)
     reason = None
-    if kind in ("auto", "cuda"):
+    for spec in ([PROVIDERS["cuda"]] if kind == "auto" else [PROVIDERS[kind]] if kind != "cpu" else []):
         available = ort.get_available_providers()
-        if CUDA not in available:
-            reason = (f"the installed onnxruntime has no CUDA execution provider (it has: {', '.join(available)}); "
-                      "install onnxruntime-gpu (pip install 'splade-rt[gpu]')")
-        else:
-            name, precision = choose_file(manifest, "cuda", variant)
-            verify_file(directory / name, manifest, verify)
-            _preload_cuda(ort)
-            try:
-                session = ort.InferenceSession(str(directory / name), session_options(threads, spinning),
-                                               providers=[(CUDA, {"device_id": device_id}), CPU])
-            except Exception as e:  # noqa: BLE001 - e.g. no device, driver too old, bad device_id
-                reason = f"the CUDA session failed to start ({str(e).splitlines()[0][:200]})"
-            else:
-                if CUDA in session.get_providers():
-                    logger.info("splade-rt: %s on %s (device %d, %s)", name, CUDA, device_id, precision)
-                    return Placement(session, "cuda", device_id, name, precision)
-                reason = ("onnxruntime could not load the CUDA execution provider (CUDA or cuDNN libraries "
-                          "missing or incompatible; onnxruntime's own log says which)")
-        if kind == "cuda":
-            raise DeviceError(f"device='cuda' but {reason}")
+        if spec.provider not in available:
+            reason = (f"the installed onnxruntime has no {spec.provider} (it has: {', '.join(available)}); "
+                      f"install {spec.install}")
+            continue
+        graph = choose_graph(manifest, spec, variant)
+        path = manifest.verify_file(graph.name, verify)
+        _preload_cuda(ort)
+        try:
+            session = ort.InferenceSession(str(path), session_options(threads, spinning),
+                                           providers=[(spec.provider, spec.options(device_id)), CPU])
+        except Exception as e:  # noqa: BLE001 - e.g. no device, driver too old, bad device_id
+            reason = f"the {spec.provider} session failed to start ({str(e).splitlines()[0][:200]})"
+            continue
+        if spec.provider in session.get_providers():
+            logger.info("splade-rt: %s on %s (device %d, %s)", graph.name, spec.provider, device_id, graph.precision)
+            return Placement(session, spec.kind, device_id, graph.name, graph.precision)
+        reason = (f"onnxruntime could not load the {spec.provider} (its CUDA or cuDNN libraries are missing or "
+                  "incompatible; onnxruntime's own log says which)")
+    if kind not in ("auto", "cpu"):
+        raise DeviceError(f"device={device!r} but {reason}")
+    if reason is not None:
         warnings.warn(f"splade-rt: running on CPU: {reason}", RuntimeWarning, stacklevel=3)
-    name, precision = choose_file(manifest, "cpu", variant)
-    path = directory / name
-    verify_file(path, manifest, verify)
+    graph = choose_graph(manifest, PROVIDERS["cpu"], variant)
+    path = manifest.verify_file(graph.name, verify)
     try:
         session = ort.InferenceSession(str(path), session_options(threads, spinning), providers=[CPU])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several types for a bad file
         raise ExportDirError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
-    logger.info("splade-rt: %s on %s (%s)", name, CPU, precision)
-    return Placement(session, "cpu", 0, name, precision, fallback_reason=reason)
+    logger.info("splade-rt: %s on %s (%s)", graph.name, CPU, graph.precision)
+    return Placement(session, "cpu", 0, graph.name, graph.precision, fallback_reason=reason)
 
 
 def _preload_cuda(ort) -> None:

@@ -1,0 +1,106 @@
+"""What the benchmark scripts (and the tests) share: paths, texts, models, graph inputs, the vector check.
+
+Each helper lives here once; the scripts import it from here, never from one another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SHARED = Path(os.environ.get("SPLADE_SHARED", REPO.parent / "shared"))
+CACHE = HERE / ".cache"
+COLLECTIONS = ("scifact", "vaswani", "cranfield", "cisi")
+
+
+def collection_texts(name: str, documents: int | None = None,
+                     queries: int | None = None) -> tuple[list[str], list[str]]:
+    """A shared collection's documents (title and text, as splade-eval reads them) and queries, in file
+    order, the first `documents` / `queries` of them if given; ([], []) when it is not there."""
+    from splade_rt.evaluation.dataset import read_records
+
+    d = SHARED / "data" / name
+    if not (d / "corpus.jsonl").is_file():
+        return [], []
+    return (list(read_records(d / "corpus.jsonl", with_title=True, limit=documents).values()),
+            list(read_records(d / "queries.jsonl", with_title=False, limit=queries).values()))
+
+
+def load_texts(quick: bool) -> tuple[list[str], list[str]]:
+    """Passages from SciFact and Vaswani (mean ~ NQ passage length), queries from their query sets."""
+    n_pass, n_query = (32, 10) if quick else (512, 200)
+    passages, queries = [], []
+    for name in ("scifact", "vaswani"):
+        docs, qs = collection_texts(name, n_pass // 2, n_query // 2)
+        passages += docs
+        queries += qs
+    if not passages:  # no shared data: the exporter's parity texts, still real text
+        from splade_rt.export.texts import PASSAGES, QUERIES
+
+        passages, queries = (PASSAGES * 64)[:n_pass], (QUERIES * 25)[:n_query]
+    return passages, queries
+
+
+def graph_feeds(encoder, texts: list[str], batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+    """The graph's inputs for texts, batched as the encoder batches them (longest first, within its
+    token budget), for scripts that run a graph session directly."""
+    from splade_rt.runtime.batching import padded_batches
+
+    return [{"input_ids": input_ids, "attention_mask": mask, "top_k": np.array([1], np.int64)}
+            for _, input_ids, mask in padded_batches(encoder.tokenize(texts), encoder.pad_id, batch_size,
+                                                     encoder.max_batch_tokens)]
+
+
+def sentence_transformers_copy(model_dir: Path, out: Path) -> Path:
+    """A transformers BertForMaskedLM directory saved as a sentence-transformers SparseEncoder (its
+    current layout: MLMTransformer + SpladePooling max), to run sentence-transformers on the same weights."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    model = SparseEncoder(modules=[MLMTransformer(str(model_dir)), SpladePooling(pooling_strategy="max")],
+                          device="cpu")
+    model.save(str(out))
+    return out
+
+
+def prepare_models(st_dir: Path | None, naive: bool = True) -> dict[str, Path]:
+    """Exports (chunked default and a one-chunk graph that materializes the logits) and an ST copy."""
+    from splade_rt.export.pipeline import export_model
+
+    CACHE.mkdir(exist_ok=True)
+    paths = {"chunked": CACHE / "export", **({"naive": CACHE / "export-unchunked"} if naive else {})}
+    for key, kwargs in (("chunked", {}), ("naive", {"vocab_chunk": 30522, "screened": False, "fp16": False})):
+        if key not in paths:
+            continue
+        if not (paths[key] / "splade.json").is_file():
+            export_model(None, paths[key], force=True, log=lambda _: None, **kwargs)
+    shared_st = SHARED / "models" / "splade-tiny-msmarco-st"
+    if st_dir is None:
+        st_dir = shared_st if shared_st.is_dir() else CACHE / "st"
+        if not (st_dir / "modules.json").is_file():
+            from splade_rt.export.source import default_model_dir
+
+            sentence_transformers_copy(default_model_dir(), st_dir)
+    paths["st"] = st_dir
+    return paths
+
+
+def compare_rows(reference: list[dict], rows: list[dict], k: int = 64) -> dict:
+    """Max abs difference and mean top-k overlap of sparse rows ({token id: weight}, keys may be JSON
+    strings) against the reference rows, by the export parity check's own definitions."""
+    from splade_rt.export.parity import compare
+
+    def dense(sparse_rows: list[dict], dim: int) -> np.ndarray:
+        out = np.zeros((len(sparse_rows), dim), np.float32)
+        for r, row in enumerate(sparse_rows):
+            out[r, [int(t) for t in row]] = list(row.values())
+        return out
+
+    n = min(len(reference), len(rows))
+    dim = 1 + max((int(t) for row in reference[:n] + rows[:n] for t in row), default=0)
+    stats = compare(dense(reference[:n], dim), dense(rows[:n], dim), top=k)
+    return {"max_abs_diff": stats["max_abs_diff"], f"top{k}_overlap": stats[f"top{k}_overlap_mean"]}
