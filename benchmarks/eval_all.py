@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"eval-{date.today().isoformat()}"
     (args.out / f"{stem}.json").write_text(json.dumps({"max_length": args.max_length, "rows": rows}, indent=2) + "\n")
-    lines = [f"Retrieval quality, max length {args.max_length}, exact dot-product search over each whole corpus "
-             f"(`python -m benchmarks.eval_all`).", "",
+    lines = [(f"Retrieval quality, max length {args.max_length}, exact dot-product search over each whole corpus "
+              f"(`python -m benchmarks.eval_all`)."), "",
              "| dataset | variant | nDCG@10 | vs published | vs torch | MRR@10 | MAP@100 | recall@10 | docs/s | doc dims |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     torch_ndcg = {r["dataset"]: r["metrics"]["ndcg@10"] for r in rows if r["variant"] == "torch reference"}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import HERE, REPO, compare_rows, load_texts, prepare_models
+from .common import HERE, REPO, compare_rows, load_texts, machine, prepare_models
 
 REFERENCE = "st-torch"
 
@@ -69,7 +69,7 @@ def run_worker(spec: dict, timeout: float) -> dict:
         env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false",
                "HF_HUB_OFFLINE": "1"}
         proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", str(spec_path), str(out_path)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0 or not out_path.is_file():
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln and not ln.startswith(" ")
                      and "registered at" not in ln]
@@ -81,21 +81,6 @@ def count_tokens(export_dir: Path, texts: list[str]) -> int:
     from splade_rt import SpladeEncoder
 
     return sum(len(ids) for ids in SpladeEncoder(export_dir, device="cpu").tokenize(texts))
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        flags = []
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
               "min_seconds": 0 if args.quick else args.min_seconds}
     runs: dict[str, list[dict]] = {k: [] for k, c in configs.items() if "unavailable" not in c}
     for r in range(repeats):
-        for name in runs:
+        for name, done in runs.items():
             print(f"[{time.perf_counter() - started:6.1f}s] repeat {r + 1}/{repeats}: {name}", flush=True)
-            runs[name].append(run_worker({**common, **configs[name]}, timeout=600))
+            done.append(run_worker({**common, **configs[name]}, timeout=600))
 
     memory = {}
     if not args.quick:  # peak RSS at batch 64 x 256 tokens, each in a fresh process
@@ -189,20 +174,20 @@ def summarize(configs: dict, runs: dict, memory: dict) -> dict:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'}), "
-             f"{report['threads']} intra-op threads; {report['date']}; {report['passages']} passages "
-             f"(mean {report['mean_passage_tokens']:.0f} tokens), {report['queries']} queries, median of "
-             f"{report['repeats']} alternating repeats (each the median pass of >= "
-             f"{report.get('min_seconds', 0):g} s). Command: `{report['command']}`.", "",
-             "| configuration | passages/s b32 | b128 | x ST b32 | tokens/s b32 | query p50 ms | p99 ms | "
-             "cold start s | import s | peak RSS MiB | RSS b64x256 MiB | max abs diff | top-64 overlap |",
+    lines = [(f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'}), "
+              f"{report['threads']} intra-op threads; {report['date']}; {report['passages']} passages "
+              f"(mean {report['mean_passage_tokens']:.0f} tokens), {report['queries']} queries, median of "
+              f"{report['repeats']} alternating repeats (each the median pass of >= "
+              f"{report.get('min_seconds', 0):g} s). Command: `{report['command']}`."), "",
+             ("| configuration | passages/s b32 | b128 | x ST b32 | tokens/s b32 | query p50 ms | p99 ms | "
+              "cold start s | import s | peak RSS MiB | RSS b64x256 MiB | max abs diff | top-64 overlap |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(entry, key, fmt):
         v = entry.get(key)
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
-    for name, e in report["results"].items():
+    for e in report["results"].values():
         if "unavailable" in e or "error" in e:
             lines.append(f"| {e['label']} | {e.get('unavailable') or 'failed: ' + e['error']} |" + " |" * 11)
             continue

@@ -19,20 +19,7 @@ import numpy as np
 
 from splade_rt.export.parity import SCREENED_MAX_ABS_DIFF
 
-from .common import COLLECTIONS, HERE, SHARED, collection_texts, graph_feeds, prepare_models
-
-
-def candidate_count(encoder, texts: list[str]) -> int:
-    """The vocab entries the screen passes to the exact fp32 pass, summed over texts (its internal
-    'candidate' tensor, exposed as an extra output of a copy of the graph)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    model = onnx.load(str(encoder.path / encoder.placement.file))
-    model.graph.output.append(helper.make_tensor_value_info("candidate", TensorProto.BOOL, ["batch", "vocab"]))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return int(sum(session.run(["candidate"], feed)[0].sum() for feed in graph_feeds(encoder, texts)))
+from .common import COLLECTIONS, HERE, SHARED, candidate_count, collection_texts, prepare_models
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,8 @@ class SpladeRtEncoder:
 
 
 def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(open(spec_path).read())
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
     runner = SentenceTransformersEncoder if spec["kind"] == "st" else SpladeRtEncoder
     enc = runner(spec)
     t_loaded = time.perf_counter() - T0
@@ -85,7 +86,7 @@ def main(spec_path: str, out_path: str) -> None:
         enc.encode(passages, spec["memory_batch"])
         result["memory_encode_s"] = time.perf_counter() - t
         result["peak_rss_mib"] = peak_rss_mib()
-        json.dump(result, open(out_path, "w"))
+        write_json(result, out_path)
         return
     lat = []
     for q in queries:
@@ -109,7 +110,12 @@ def main(spec_path: str, out_path: str) -> None:
         result[f"tokens_per_s_b{bs}"] = spec["passage_tokens"] / dt
     result["vectors"] = enc.rows(out, spec["check_rows"])
     result["peak_rss_mib"] = peak_rss_mib()
-    json.dump(result, open(out_path, "w"))
+    write_json(result, out_path)
+
+
+def write_json(result: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,16 @@ from .runtime import SparseEmbeddings, SparseVector, SpladeEncoder
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """`splade_rt.encode_corpus`, imported on first use: bulk encoding is not needed to encode texts."""
+    if name == "encode_corpus":
+        from .bulk import encode_corpus
+
+        return encode_corpus
+    raise AttributeError(f"module 'splade_rt' has no attribute {name!r}")
+
+
 __all__ = [
     "DatasetError",
     "DeviceError",
@@ -23,4 +33,5 @@ __all__ = [
     "SpladeEncoder",
     "SpladeError",
     "__version__",
+    "encode_corpus",
 ]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 from scipy.sparse import csr_matrix
 
-from conftest import DATA
 from splade_rt.errors import DatasetError
 from splade_rt.evaluation import (
     document_text, load_beir, mean_metrics, metric_names, query_metrics, read_records, search, top_k_rows,
@@ -155,7 +155,7 @@ def test_search_exact_top_k_ties_in_doc_order():
 
 
 def test_search_k_above_corpus_size():
-    idx, scores = search(QUERIES, DOCS, top_k=100)
+    idx, _ = search(QUERIES, DOCS, top_k=100)
     assert idx.shape == (2, 5)
     assert idx[0].tolist() == [1, 2, 0, 3, 4]
 

@@ -35,21 +35,23 @@ def tokenized(directory: Path, texts=TEXTS, max_length: int = 512):
 
 def test_default_export_passes_parity_and_records_it(export_dir):
     manifest = read_manifest(export_dir)
-    parity = manifest["parity"]
+    parity = manifest.parity
     assert parity["passed"] and parity["tokenizer_ids_match"]
     assert parity["fp32"]["max_rel_diff"] <= 1e-4
     assert parity["fp16"]["top64_overlap_mean"] >= 0.98 and parity["fp16"]["argmax_same"]
-    assert set(manifest["files"]) == {"model.fp32.onnx", "model.screened.onnx", "model.fp16.onnx", "tokenizer.json"}
+    assert set(manifest.files) == {"model.fp32.onnx", "model.screened.onnx", "model.fp16.onnx", "tokenizer.json"}
     screened = parity["fp32-screened"]
     assert screened["passed"] and screened["vs_fp32_graph"]["nonzero_jaccard_min"] == 1.0
     assert screened["vs_fp32_graph"]["max_abs_diff"] <= 1e-5
-    assert manifest["files"]["model.fp16.onnx"]["providers"][0] == "CUDAExecutionProvider"
-    assert manifest["model"]["vocab_size"] == 30522 and manifest["tokenizer"]["max_length"] == 512
-    assert manifest["tokenizer"]["special_tokens"]["cls"] == 101
-    assert len(manifest["source"]["weights_sha256"]) == 64
+    assert manifest.graph("fp16").providers[0] == "CUDAExecutionProvider"
+    assert [g.name for g in manifest.graphs_for("CPUExecutionProvider")] == ["model.fp32.onnx", "model.screened.onnx"]
+    assert manifest.model.vocab_size == 30522 and manifest.tokenizer.max_length == 512
+    assert manifest.model.model_type == "bert" and manifest.query_table is None
+    assert manifest.tokenizer.special_tokens["cls"] == 101 and manifest.tokenizer.pad_id == 0
+    assert len(manifest.source["weights_sha256"]) == 64
     # the BERT fusions the optimizer is there for actually happened
-    assert manifest["graph"]["fusions"].get("Attention") == 2
-    assert manifest["graph"]["fusions"].get("SkipLayerNormalization", 0) >= 2
+    assert manifest.graph_info["fusions"].get("Attention") == 2
+    assert manifest.graph_info["fusions"].get("SkipLayerNormalization", 0) >= 2
 
 
 def test_tied_weights_stored_once_and_logits_never_whole(export_dir, default_model_dir):
@@ -57,7 +59,7 @@ def test_tied_weights_stored_once_and_logits_never_whole(export_dir, default_mod
     fp32 = export_dir / "model.fp32.onnx"
     assert fp32.stat().st_size < 1.05 * weights  # 33 MB when the tied decoder is stored twice
     model = onnx.load(str(fp32))
-    chunk = read_manifest(export_dir)["graph"]["vocab_chunk"]
+    chunk = read_manifest(export_dir).graph_info["vocab_chunk"]
     slices = [n for n in model.graph.node if n.op_type == "Slice" and n.name.startswith("splade/w_")]
     assert len(slices) == -(-30522 // chunk)
     # every vocab projection multiplies by a chunk of the vocab, never the whole of it
@@ -137,17 +139,21 @@ def _bad(argv, capsys) -> str:
 
 
 def test_bad_models_give_one_line_and_exit_2(tmp_path, capsys):
-    from transformers import BertConfig, BertModel, RobertaConfig, RobertaForMaskedLM
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
     dense = tmp_path / "dense"
     BertModel(BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=16)).save_pretrained(str(dense))
     assert "dense (non-MLM)" in _bad([str(dense), "-o", str(tmp_path / "o1")], capsys)
 
-    roberta = tmp_path / "roberta"
-    RobertaForMaskedLM(RobertaConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=16)).save_pretrained(str(roberta))
-    assert "architecture 'roberta'" in _bad([str(roberta), "-o", str(tmp_path / "o2")], capsys)
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=99, n_embd=16, n_layer=1, n_head=2)).save_pretrained(str(gpt2))
+    err = _bad([str(gpt2), "-o", str(tmp_path / "o2")], capsys)
+    assert "model family 'gpt2'" in err and "bert, distilbert, roberta, xlm-roberta, modernbert" in err
+    t5 = tmp_path / "t5"
+    T5ForConditionalGeneration(T5Config(vocab_size=99, d_model=16, d_kv=8, d_ff=16, num_layers=1,
+                                        num_heads=2)).save_pretrained(str(t5))
+    assert "model family 't5'" in _bad([str(t5), "-o", str(tmp_path / "o2")], capsys)
 
     tiny = make_tiny_model(tmp_path / "tiny")
     no_weights = tmp_path / "noweights"

@@ -134,10 +134,15 @@ def test_screening_bound_is_sound_against_the_int8_approximation():
 def test_kernel_modules_import_in_a_line_not_a_circle():
     """builder <- screening <- splade_head: each kernel module imports only the ones before it."""
     folder = Path(append_splade_head.__code__.co_filename).parent
+    kernels = {path.stem for path in folder.glob("*.py")} - {"__init__"}
     imports = {}
-    for path in folder.glob("*.py"):
-        if path.stem != "__init__":
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            imports[path.stem] = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                                  and node.level == 1 and node.module}  # `from .x import y`, lazy ones too
+    for name in kernels:
+        names = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))):  # lazy imports too
+            if isinstance(node, ast.ImportFrom):  # from .x import y, from . import x, from splade_rt.kernels.x ...
+                names.add((node.module or "").rpartition(".")[2])
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name.rpartition(".")[2] for alias in node.names)
+        imports[name] = names & kernels
     assert imports == {"builder": set(), "screening": {"builder"}, "splade_head": {"builder", "screening"}}

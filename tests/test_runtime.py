@@ -325,11 +325,12 @@ def test_choose_file_prefers_fp16_on_cuda_and_the_screened_graph_on_cpu(export_d
     from splade_rt.manifest import read_manifest
 
     manifest = read_manifest(export_dir)
-    assert session_mod.choose_file(manifest, "cuda", None) == ("model.fp16.onnx", "fp16")
-    assert session_mod.choose_file(manifest, "cpu", None) == ("model.screened.onnx", "fp32-screened")
-    assert session_mod.choose_file(manifest, "cpu", "fp32") == ("model.fp32.onnx", "fp32")
+    cpu, cuda = session_mod.PROVIDERS["cpu"], session_mod.PROVIDERS["cuda"]
+    assert session_mod.choose_graph(manifest, cuda, None).name == "model.fp16.onnx"
+    assert session_mod.choose_graph(manifest, cpu, None).name == "model.screened.onnx"
+    assert session_mod.choose_graph(manifest, cpu, "fp32").name == "model.fp32.onnx"
     with pytest.raises(ExportDirError, match="variant 'int4'"):
-        session_mod.choose_file(manifest, "cpu", "int4")
+        session_mod.choose_graph(manifest, cpu, "int4")
 
 
 def test_screened_graph_equals_the_fp32_graph(export_dir, enc, real_pairs):

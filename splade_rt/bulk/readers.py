@@ -183,8 +183,8 @@ def _row(number: int, record: Mapping[str, Any], fields: Fields) -> Row:
     if rid is None or rid == "":
         return Row(number, None, None, ("missing field", f"missing id field {fields.id!r}"))
     if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        return Row(number, None, None, ("malformed", f"id field {fields.id!r} is {type(rid).__name__}, "
-                                                     "expected a string or an integer"))
+        message = f"id field {fields.id!r} is {type(rid).__name__}, expected a string or an integer"
+        return Row(number, None, None, ("malformed", message))
     rid = str(rid)
     text = record.get(fields.text)
     if not isinstance(text, str):

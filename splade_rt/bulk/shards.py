@@ -63,14 +63,18 @@ class OutputDir:
             if force:
                 return None
             raise CorpusError(f"{self.state_path}: corrupt ({e}); pass --force to start over") from None
-        if force:
-            return None
+        if force or not self._has_results():
+            return None  # nothing encoded yet (an early failure, say a bad device): nothing to keep consistent
         for section in COMPARED:
             change = _first_difference(previous.get(section), record[section], section)
             if change:
                 raise CorpusError(f"{self.path}: was written with a different {section} ({change}); rerun with the "
                                   "same ones, pass --force to start over, or choose another -o")
         return previous
+
+    def _has_results(self) -> bool:
+        return any(p.name.startswith("part-") and p.suffix in SUFFIXES for p in self.path.iterdir()) \
+            or (self.fragments.is_dir() and any(self.fragments.rglob("*.parquet")))
 
     def start(self, state: dict[str, Any], fresh: bool) -> None:
         """Create the directory (only now: a run that fails vetting leaves nothing) and clear what a

@@ -73,7 +73,7 @@ class _ParquetFile:
         except ImportError:
             raise CorpusError("Parquet output needs pyarrow: pip install 'splade-rt[distributed]' "
                               "(or --format anserini)") from None
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 - lives until close(), which ShardWriter always calls
         self._writer = pq.ParquetWriter(self._file, parquet_schema())
 
     def write(self, batch: Batch) -> None:
@@ -88,7 +88,7 @@ class _AnseriniFile:
     """JsonVectorCollection: {"id", "contents", "vector": {token: integer impact}} per line."""
 
     def __init__(self, path: Path, tokens: Sequence[str], factor: float) -> None:
-        self._file = open(path, "w", encoding="utf-8")
+        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close(), as above
         self._tokens, self._factor = tokens, factor
 
     def write(self, batch: Batch) -> None:

@@ -23,7 +23,7 @@ from .dataset import BeirDataset, load_beir
 from .metrics import GAINS, MAX_K, mean_metrics, metric_names
 from .search import search
 
-REFERENCE_BATCH_TOKENS = 2048  # torch materialises [tokens, vocab] logits: ~250 MB per 2048 tokens
+REFERENCE_BATCH_TOKENS = 2048  # torch materialises [tokens, vocab] fp32 logits: 2048 x 30522 x 4 B = 250 MB
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,12 +66,12 @@ def evaluate(export_dir: str | Path, dataset_dir: str | Path, *, split: str = "t
     """Every number splade-eval prints, as one JSON-ready dict. The dataset is loaded and vetted
     before the encoder (cheap, and its errors are the likeliest), so a bad file fails in a second.
     gains: nDCG's convention, "graded" or "binary" (see evaluation.metrics); the report says which."""
-    from ..runtime import SpladeEncoder
+    from ..runtime.cli import load_encoder
 
     if gains not in GAINS:
         raise ValueError(f"gains must be one of {GAINS}, not {gains!r}")
     data = load_beir(dataset_dir, split)
-    enc = SpladeEncoder(export_dir, device=device, variant=variant, max_length=max_length)
+    enc = load_encoder("splade-eval", export_dir, device=device, variant=variant, max_length=max_length)
     start = time.perf_counter()
     docs = enc.encode_document(data.corpus_texts, batch_size=batch_size)
     doc_seconds = time.perf_counter() - start
@@ -188,13 +188,13 @@ def format_report(report: dict[str, Any]) -> list[str]:
     ref = report.get("reference")
     enc = report["encode_seconds"]
     lines = [
-        f"dataset {report['dataset']} ({report['split']}): {report['queries']} queries "
-        f"({report['skipped_queries']} without a relevant document skipped), {report['documents']} documents",
-        f"graph {report['graph']} on {report['provider']}, max length {report['max_length']}, "
-        f"batch size {report['batch_size']}",
-        f"encode: {report['documents']} documents in {enc['documents']:.1f} s ({_rate(report)} docs/s, "
-        f"{report['truncated_documents']} truncated), {report['queries']} queries in {enc['queries']:.2f} s; "
-        f"search {report['search_seconds']:.2f} s",
+        (f"dataset {report['dataset']} ({report['split']}): {report['queries']} queries "
+         f"({report['skipped_queries']} without a relevant document skipped), {report['documents']} documents"),
+        (f"graph {report['graph']} on {report['provider']}, max length {report['max_length']}, "
+         f"batch size {report['batch_size']}"),
+        (f"encode: {report['documents']} documents in {enc['documents']:.1f} s ({_rate(report)} docs/s, "
+         f"{report['truncated_documents']} truncated), {report['queries']} queries in {enc['queries']:.2f} s; "
+         f"search {report['search_seconds']:.2f} s"),
         f"mean active dims: queries {report['query_active_dims']:.1f}, documents {report['document_active_dims']:.1f}",
         "ndcg gains: " + _GAINS_NOTE[report["gains"]],
     ]

@@ -8,6 +8,7 @@ line and an example of the bad value, so the user can fix the data without a deb
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def _grade(score: str) -> float | None:
         value = float(score)
     except ValueError:
         return None
-    return value if value == value else None  # NaN is no grade
+    return None if math.isnan(value) else value  # NaN is no grade
 
 
 def _check_ids(qrels_file: Path, grades: dict[str, dict[str, float]], queries: dict[str, str],

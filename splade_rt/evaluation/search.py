@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validation import positive_int
+
 DEFAULT_TOP_K = 100
 DEFAULT_BLOCK_BYTES = 64 << 20  # dense score block per chunk
 
@@ -24,12 +26,12 @@ def search(queries, documents, top_k: int = DEFAULT_TOP_K, *, chunk_size: int | 
     """
     if queries.shape[1] != documents.shape[1]:
         raise ValueError(f"dimension mismatch: queries {queries.shape[1]} vs documents {documents.shape[1]}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be positive, not {top_k}")
+    top_k = positive_int(top_k, "top_k")
     n_queries, n_docs = queries.shape[0], documents.shape[0]
     k = min(top_k, n_docs)
     if chunk_size is None:
         chunk_size = max(1, block_bytes // (4 * max(n_docs, 1)))
+    chunk_size = positive_int(chunk_size, "chunk_size")
     indices = np.zeros((n_queries, k), dtype=np.int64)
     scores = np.zeros((n_queries, k), dtype=np.float32)
     if n_queries == 0 or k == 0:
@@ -49,7 +51,7 @@ def top_k_rows(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ties cross the cut are re-selected by column order, so the result never depends on the
     partition algorithm (one query with no matching term ties the whole corpus at 0).
     """
-    n_rows, n_cols = block.shape
+    n_cols = block.shape[1]
     k = min(k, n_cols)
     if k == n_cols:
         picked = np.broadcast_to(np.arange(n_cols), block.shape).copy()

@@ -12,7 +12,7 @@ from ..kernels import DEFAULT_VOCAB_CHUNK
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="splade-export",
-        description="Export a SPLADE model (BertForMaskedLM + max pooling) to fused ONNX (fp32, exact int8-screened fp32, fp16) with a "
+        description="Export a SPLADE model (a masked-LM of a supported family + max pooling) to fused ONNX (fp32, exact int8-screened fp32, fp16) with a "
                     "verified manifest. MODEL: a Hugging Face hub id, a transformers directory or a "
                     "sentence-transformers SparseEncoder directory; omitted: the bundled splade-tiny-msmarco.",
     )
@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-chunk", type=int, default=DEFAULT_VOCAB_CHUNK,
                    help="vocab columns per projection chunk: bounds memory to batch x seq x chunk floats")
     p.add_argument("--no-fp16", action="store_true", help="skip the fp16 (GPU) graph")
+    p.add_argument("--activation", choices=("relu", "log1p_relu"),
+                   help="SPLADE activation of a plain transformers directory (default relu; OpenSearch's models "
+                        "use log1p_relu); sentence-transformers models record theirs")
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
     return p
 
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import export_model
 
             export_model(args.model, args.output, force=args.force, max_length=args.max_length,
-                         vocab_chunk=args.vocab_chunk, fp16=not args.no_fp16)
+                         vocab_chunk=args.vocab_chunk, fp16=not args.no_fp16, activation=args.activation)
     except SpladeError as e:
         if args.verbose:
             raise

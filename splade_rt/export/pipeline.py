@@ -47,8 +47,12 @@ def export_model(
     vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
     fp16: bool = True,
     screened: bool = True,
+    activation: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    """Export `model` (hub id, directory, None: the bundled model) to `out`. activation: the SPLADE
+    activation of a plain transformers directory, which records none (sentence-transformers models
+    say theirs in SpladePooling's config)."""
     start = time.perf_counter()
     out = Path(out).expanduser()
     if out.exists() and not force:
@@ -60,6 +64,12 @@ def export_model(
         if max_length < 2 or max_length > source.max_length:
             raise SpladeError(f"--max-length {max_length}: must be between 2 and the model's {source.max_length}")
         source.max_length = max_length
+    if activation is not None:
+        if activation not in ("relu", "log1p_relu"):
+            raise SpladeError(f"--activation {activation}: expected relu or log1p_relu")
+        if source.layout != "transformers" and activation != source.activation:
+            raise SpladeError(f"--activation {activation}: the model's SpladePooling says {source.activation}")
+        source.activation = activation
     work = _make_workdir(out)
     try:
         from .graph import build_graphs
@@ -124,6 +134,10 @@ def recheck(out: str | Path, log: Callable[[str], None] = print) -> dict[str, An
 
 def _make_workdir(out: Path) -> Path:
     parent = out.parent if str(out.parent) else Path(".")
+    blocker = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ExportDirError(f"{out}: cannot write there ({blocker} is a file, not a directory); choose another "
+                             "-o directory")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))

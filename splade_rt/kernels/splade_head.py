@@ -146,7 +146,6 @@ def _find_initializer(graph, array: np.ndarray) -> str | None:
     from onnx import numpy_helper
 
     for init in graph.initializer:
-        if tuple(init.dims) == array.shape:
-            if np.array_equal(numpy_helper.to_array(init), array):
-                return init.name
+        if tuple(init.dims) == array.shape and np.array_equal(numpy_helper.to_array(init), array):
+            return init.name
     return None

@@ -9,7 +9,9 @@ thread-safe for run()).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExportDirError
+from ..errors import DeviceError, ExportDirError
 from ..manifest import (
     ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, Manifest,
     read_manifest,
@@ -26,7 +28,8 @@ from ..manifest import (
 from .batching import in_input_order, length_batches, pad_ids
 from .embeddings import SparseEmbeddings, SparseVector, dot_scores
 from .query_table import QueryTable
-from .session import Placement, cpu_twin, open_session
+from .session import GpuSettings, Placement, cpu_twin, first_line, is_out_of_memory, open_session, run_options
+from .texts import check_texts, raise_invalid_unicode
 
 logger = logging.getLogger("splade_rt")
 
@@ -43,12 +46,36 @@ class SpladeEncoder:
     threads // workers threads (default 2: while one batch is in its serial steps the other keeps
     the cores busy, +5% passages/s for the screened graph in the benchmark on 2 cores; peak memory
     is that of two batches). max_length: truncate below the export's max length.
+
+    device="tensorrt"/"tensorrt:N" runs the fp16 graph on onnxruntime's TensorRT EP (fp16 kernels, the
+    CUDA EP behind it for what TensorRT can't take); it is never chosen by "auto", and raises
+    DeviceError naming libnvinfer where TensorRT can't load. On the GPU devices:
+
+    - max_batch: most texts per graph run (default: no limit on CPU and CUDA, 256 on TensorRT, whose
+      engine is built for batches of 1..max_batch rows x 1..max_length tokens, one explicit shape
+      profile, so a new shape never rebuilds it); a larger batch is run in parts.
+    - trt_cache_dir: where TensorRT engines are kept (default ~/.cache/splade-rt/trt, or under
+      $XDG_CACHE_HOME), in a subfolder per graph sha256 and profile. The first run builds the engine
+      (minutes); later encoders with the same graph and profile load it.
+    - gpu_mem_limit: bytes (or "8GiB") the CUDA memory arena may hold, and TensorRT's workspace. The
+      arena grows by what each new shape asks for (kSameAsRequested), not to the next power of two.
+    - arena_shrinkage: after each run, hand the arena's unused memory back to the device (flat
+      memory for a cudaFree/cudaMalloc per batch; off by default).
+    - pad_to_multiple_of: pad each batch's token length up to a multiple of this, so that few
+      distinct shapes reach the device (off by default).
+    - provider_options: onnxruntime provider options merged over splade-rt's for the device's
+      provider (session.PROVIDERS lists them).
+
+    A batch that runs out of memory is split in half and retried (one RuntimeWarning per encoder);
+    batches as large are then split before they run. One text that doesn't fit raises DeviceError.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", *, variant: str | None = None,
                  threads: int | None = None, workers: int | None = None, max_length: int | None = None,
                  max_batch_tokens: int = DEFAULT_BATCH_TOKENS, spinning: bool = False, verify: bool = True,
-                 io_binding: bool | None = None) -> None:
+                 io_binding: bool | None = None, max_batch: int | None = None, trt_cache_dir: str | Path | None = None,
+                 gpu_mem_limit: int | str | None = None, arena_shrinkage: bool = False,
+                 pad_to_multiple_of: int | None = None, provider_options: dict[str, Any] | None = None) -> None:
         if workers is not None and (not isinstance(workers, (int, np.integer)) or isinstance(workers, bool)
                                     or workers < 1):
             raise ValueError(f"workers must be a positive integer, not {workers!r}")
@@ -72,10 +99,20 @@ class SpladeEncoder:
         # inference-free models: queries are a table lookup, no graph
         self.query_table = (QueryTable(self.manifest, verify, self.vocab)
                             if self.manifest.query_table is not None else None)
+        if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+            raise ValueError(f"pad_to_multiple_of must be a positive integer, not {pad_to_multiple_of!r}")
+        self._pad_multiple = pad_to_multiple_of or 1
+        settings = GpuSettings(gpu_mem_limit=gpu_mem_limit, max_batch=max_batch, trt_cache_dir=trt_cache_dir,
+                               arena_shrinkage=arena_shrinkage, provider_options=provider_options or {})
         self.placement: Placement = open_session(self.manifest, device, variant=variant, threads=threads,
-                                                 spinning=spinning, verify=verify)
+                                                 spinning=spinning, verify=verify, max_length=self.max_length,
+                                                 settings=settings)
         # IOBinding keeps inputs and the [batch, vocab] tensor on the device; on the CPU plain run() is cheaper.
         self._io_binding = self.placement.spec.io_binding if io_binding is None else io_binding
+        self._run_options = run_options(self.placement)
+        self._max_rows = self.placement.max_rows or sys.maxsize
+        self._oom_tokens = sys.maxsize  # padded tokens of the smallest batch that ran out of memory
+        self._oom_warned = False
         threads = self.placement.session.get_session_options().intra_op_num_threads
         on_cpu = self.placement.device == "cpu" and not self._io_binding
         self.workers = min(workers or 2, threads) if on_cpu else 1
@@ -87,6 +124,7 @@ class SpladeEncoder:
         self._twins: dict[int, Any] = {}  # intra-op threads -> twin CPU session, made on first use
         self._twin_lock = threading.Lock()
         self._spinning = spinning
+        self._truncation_reported = False
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -107,7 +145,7 @@ class SpladeEncoder:
                max_active_dims: int | None = None) -> SparseEmbeddings:
         """Sparse vectors in input order. top_k (alias max_active_dims) keeps each row's k largest
         weights, computed on the device; threshold drops weights <= threshold."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -120,7 +158,12 @@ class SpladeEncoder:
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         truncated = sum(1 for e in encodings if e.overflowing)
         if truncated:
-            logger.info("splade-rt: %d of %d texts truncated to %d tokens", truncated, len(texts), self.max_length)
+            # visible once per encoder (a 100,000-character text should not be cut unnoticed), then
+            # at INFO so a production log is not flooded; the count is on every result
+            level = logging.INFO if self._truncation_reported else logging.WARNING
+            self._truncation_reported = True
+            logger.log(level, "splade-rt: %d of %d texts truncated to %d tokens (result.truncated counts them; "
+                       "later truncations are logged at INFO)", truncated, len(texts), self.max_length)
         order = np.argsort(-lengths, kind="stable")  # longest first: the biggest batch fails first, if at all
         done = list(length_batches(order, lengths, batch_size, self.max_batch_tokens))
         session = self._twin(self._worker_threads) if self.workers > 1 and len(done) > 1 else None
@@ -149,7 +192,7 @@ class SpladeEncoder:
         if self.query_table is None:
             return self.encode(texts, top_k=top_k, threshold=threshold, max_active_dims=max_active_dims, **kwargs)
         top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
-        return self.query_table.encode(_check_texts(texts), top_k, threshold)
+        return self.query_table.encode(check_texts(texts), top_k, threshold)
 
     def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> SparseEmbeddings:
         return self.encode(texts, **kwargs)
@@ -174,32 +217,82 @@ class SpladeEncoder:
 
     def tokenize(self, texts: str | Sequence[str]) -> list[list[int]]:
         """Token ids exactly as the encoder feeds them to the graph (after truncation)."""
-        return [e.ids for e in self._tokenize(_check_texts(texts))]
+        return [e.ids for e in self._tokenize(check_texts(texts))]
 
     # -- internals --------------------------------------------------------------------------------
 
     def _tokenize(self, texts: list[str]):
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        if len(texts) == 1:
-            return [self._tokenizer.encode(texts[0])]
-        return self._tokenizer.encode_batch_fast(texts) if hasattr(self._tokenizer, "encode_batch_fast") \
-            else self._tokenizer.encode_batch(texts)
+        try:
+            if len(texts) == 1:
+                return [self._tokenizer.encode(texts[0])]
+            return self._tokenizer.encode_batch_fast(texts) if hasattr(self._tokenizer, "encode_batch_fast") \
+                else self._tokenizer.encode_batch(texts)
+        except TypeError:  # tokenizers' "TextInputSequence must be str" for text that is not valid Unicode
+            raise_invalid_unicode(texts)
+            raise
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, k: int | None, cut: float,
              session=None) -> SparseEmbeddings:
         wanted = [OUT_TOP_VALUES, OUT_TOP_INDICES] if k else [OUT_NZ_INDEX, OUT_NZ_VALUE]
         top = np.array([k or 1], dtype=np.int64)
-        if self._io_binding:
-            first, second = self._run_bound(ids, mask, top, wanted)
-        else:
-            if session is None:
-                small = self._small_enabled and ids.size <= SMALL_INPUT_TOKENS
-                session = self._twin(1) if small else self.placement.session
-            first, second = session.run(wanted, {INPUT_IDS: ids, ATTENTION_MASK: mask, TOP_K: top})
+        first, second = self._outputs(ids, mask, top, wanted, session)
         if k:
             return _csr_from_topk(first, second, cut, self.dim, self.vocab)
         return _csr_from_coo(first, second, cut, len(ids), self.dim, self.vocab)
+
+    def _outputs(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str], session):
+        """The wanted outputs for these rows. A batch over the placement's row limit (TensorRT's profile)
+        runs in halves; so does one that runs out of memory: split, retried and joined, with one
+        warning per encoder, and batches as large are split before they run from then on."""
+        rows = len(ids)
+        if rows > 1 and (rows > self._max_rows or ids.size >= self._oom_tokens):
+            return self._halves(ids, mask, top, wanted, session)
+        if ids.shape[1] % self._pad_multiple:
+            width = -(-ids.shape[1] // self._pad_multiple) * self._pad_multiple
+            ids = np.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=self.pad_id)
+            mask = np.pad(mask, ((0, 0), (0, width - mask.shape[1])))
+        try:
+            if self._io_binding:
+                return self._run_bound(ids, mask, top, wanted)
+            if session is None:
+                small = self._small_enabled and ids.size <= SMALL_INPUT_TOKENS
+                session = self._twin(1) if small else self.placement.session
+            return session.run(wanted, {INPUT_IDS: ids, ATTENTION_MASK: mask, TOP_K: top}, self._run_options)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            if rows == 1:
+                raise DeviceError(f"one text of {ids.shape[1]} tokens runs out of memory on {self.device} "
+                                  f"({first_line(e)}); raise gpu_mem_limit or lower max_length") from None
+            self._out_of_memory(ids.shape, e)
+            return self._halves(ids, mask, top, wanted, session)
+
+    def _halves(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str], session):
+        half = len(ids) // 2
+        parts = []
+        for rows in (slice(0, half), slice(half, None)):
+            width = max(1, int(mask[rows].sum(axis=1).max()))  # each half padded to its own longest row
+            parts.append(self._outputs(ids[rows, :width], mask[rows, :width], top, wanted, session))
+        (a_first, a_second), (b_first, b_second) = parts
+        if wanted[0] == OUT_TOP_VALUES:  # [rows, k] each
+            return np.concatenate([a_first, b_first]), np.concatenate([a_second, b_second])
+        b_first = b_first.copy()  # non-zeros: [2, nnz] (row, column) coordinates and [nnz] values
+        b_first[0] += half
+        return np.concatenate([a_first, b_first], axis=1), np.concatenate([a_second, b_second])
+
+    def _out_of_memory(self, shape: tuple[int, ...], error: BaseException) -> None:
+        self._oom_tokens = min(self._oom_tokens, shape[0] * shape[1])
+        message = (f"splade-rt: a batch of {shape[0]} texts x {shape[1]} tokens ran out of memory on {self.device} "
+                   f"({first_line(error)}); running it in halves, and splitting batches of {self._oom_tokens} "
+                   "padded tokens or more before they run (a lower batch_size or max_batch_tokens, or a higher "
+                   "gpu_mem_limit, avoids this)")
+        if self._oom_warned:
+            logger.info(message)
+        else:
+            self._oom_warned = True
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def _twin(self, threads: int):
         if threads not in self._twins:
@@ -213,28 +306,16 @@ class SpladeEncoder:
         the [batch, vocab] tensor is never bound, so it never leaves the device."""
         import onnxruntime as ort
 
-        kind, index = self.placement.device, self.placement.device_id
-        binding = self.placement.session.io_binding()
-        binding.bind_ortvalue_input(INPUT_IDS, ort.OrtValue.ortvalue_from_numpy(ids, kind, index))
-        binding.bind_ortvalue_input(ATTENTION_MASK, ort.OrtValue.ortvalue_from_numpy(mask, kind, index))
+        memory = self.placement.spec.memory
+        index = self.placement.device_id if memory != "cpu" else 0
+        binding = self.placement.session.io_binding()  # one per call: encode stays thread-safe
+        binding.bind_ortvalue_input(INPUT_IDS, ort.OrtValue.ortvalue_from_numpy(ids, memory, index))
+        binding.bind_ortvalue_input(ATTENTION_MASK, ort.OrtValue.ortvalue_from_numpy(mask, memory, index))
         binding.bind_cpu_input(TOP_K, top)  # a shape input: TopK reads k from host memory
         for name in wanted:
             binding.bind_output(name, "cpu")
-        self.placement.session.run_with_iobinding(binding)
+        self.placement.session.run_with_iobinding(binding, self._run_options)
         return [value.numpy() for value in binding.get_outputs()]
-
-
-def _check_texts(texts: Any) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a str or a list of str, not {type(texts).__name__}")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}), expected str")
-    return texts
-
 
 def _csr_from_topk(values: np.ndarray, indices: np.ndarray, cut: float, dim: int, vocab) -> SparseEmbeddings:
     keep = values > cut
@@ -265,7 +346,6 @@ def _as_batch(x: SparseEmbeddings | SparseVector, dim: int) -> SparseEmbeddings:
     if isinstance(x, SparseVector):
         return SparseEmbeddings(np.array([0, len(x)]), x.indices, x.values, x.dim, x.vocab)
     raise TypeError(f"expected SparseEmbeddings or SparseVector, not {type(x).__name__}")
-
 
 def _check_top_k(top_k: Any) -> int | None:
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ExportDirError
 from ..manifest import Manifest
 from .embeddings import SparseEmbeddings
+from .texts import raise_invalid_unicode
 
 
 class QueryTable:
@@ -47,9 +48,13 @@ class QueryTable:
     def ids(self, texts: list[str]) -> list[list[int]]:
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        if len(texts) == 1:
-            return [self._tokenizer.encode(texts[0], add_special_tokens=False).ids]
-        return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        try:
+            if len(texts) == 1:
+                return [self._tokenizer.encode(texts[0], add_special_tokens=False).ids]
+            return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        except TypeError:  # tokenizers' "TextInputSequence must be str" for text that is not valid Unicode
+            raise_invalid_unicode(texts)
+            raise
 
     def encode(self, texts: list[str], top_k: int | None, threshold: float | None) -> SparseEmbeddings:
         """Sparse rows in input order. threshold drops weights <= it; without one, every non-zero

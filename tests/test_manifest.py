@@ -1,0 +1,106 @@
+"""The manifest is parsed once into typed records: every gap is one ExportDirError line naming the field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splade_rt import ExportDirError, SpladeEncoder
+from splade_rt.manifest import read_manifest
+
+
+def edited(export_dir: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the export whose splade.json went through edit(dict)."""
+    out = tmp_path / "copy"
+    shutil.copytree(export_dir, out, ignore=shutil.ignore_patterns("model.fp16.onnx", "model.fp32.onnx"))
+    path = out / "splade.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return out
+
+
+def drop(*keys):
+    def edit(data):
+        for key in keys[:-1]:
+            data = data[key]
+        del data[keys[-1]]
+    return edit
+
+
+def put(value, *keys):
+    def edit(data):
+        for key in keys[:-1]:
+            data = data[key]
+        data[keys[-1]] = value
+    return edit
+
+
+BROKEN = [
+    (drop("tokenizer", "max_length"), "field 'tokenizer.max_length' is missing"),
+    (drop("model"), "field 'model' is missing"),
+    (put("12", "model", "vocab_size"), "field 'model.vocab_size' must be an integer"),
+    (put("mean", "model", "pooling"), "field 'model.pooling' is 'mean'"),
+    (put("nope", "files", "model.screened.onnx", "sha256"), "field 'files.model.screened.onnx.sha256'"),
+    (drop("files", "model.screened.onnx", "providers"), "field 'files.model.screened.onnx.providers' is missing"),
+    (drop("files", "tokenizer.json"), "no entry for the tokenizer file"),
+    (put(99, "format_version"), "manifest format 99 is newer"),
+    (put([], "tokenizer"), "field 'tokenizer' is not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("edit,message", BROKEN, ids=[m.split("'")[1] if "'" in m else m for _, m in BROKEN])
+def test_a_broken_manifest_is_one_error_naming_the_field(export_dir, tmp_path, edit, message):
+    broken = edited(export_dir, tmp_path, edit)
+    with pytest.raises(ExportDirError, match="splade.json: ") as info:
+        SpladeEncoder(broken, device="cpu")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_cli_says_it_in_one_line(export_dir, tmp_path, capsys):
+    from splade_rt.evaluation.cli import main as eval_main
+    from splade_rt.export.cli import main as export_main
+    from splade_rt.runtime.cli import main as encode_main
+
+    broken = edited(export_dir, tmp_path, drop("tokenizer", "max_length"))
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "a passage"}) + "\n")
+    (data / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a query"}) + "\n")
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    for name, main, argv in (("splade-encode", encode_main, [str(broken), "text"]),
+                             ("splade-eval", eval_main, [str(broken), str(data)]),
+                             ("splade-export", export_main, ["--check", str(broken)])):
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "'tokenizer.max_length' is missing" in err, (name, err)
+
+
+def test_format_1_exports_still_load_and_encode_the_same(export_dir, tmp_path):
+    """What version 1 wrote: no query_table, no per-file providers that the runtime read."""
+    def as_v1(data):
+        data["format_version"] = 1
+        data.pop("query_table", None)
+        for entry in data["files"].values():
+            entry.pop("providers", None)
+
+    old = edited(export_dir, tmp_path, as_v1)
+    manifest = read_manifest(old)
+    assert manifest.format_version == 1 and manifest.graph("fp32-screened").providers == ("CPUExecutionProvider",)
+    texts = ["is send in the clowns from a musical", "what is the capital of australia"]
+    a = SpladeEncoder(old, device="cpu").encode(texts).to_dense()
+    b = SpladeEncoder(export_dir, device="cpu").encode(texts).to_dense()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_runtime_runs_the_graph_the_manifest_records_for_the_provider(export_dir, tmp_path):
+    # the manifest, not an order of the runtime's own, says which graphs a provider may run
+    only_fp32 = edited(export_dir, tmp_path, put(["CUDAExecutionProvider"], "files", "model.screened.onnx",
+                                                 "providers"))
+    shutil.copy(export_dir / "model.fp32.onnx", only_fp32)
+    assert SpladeEncoder(only_fp32, device="cpu").placement.file == "model.fp32.onnx"
+    assert SpladeEncoder(export_dir, device="cpu").placement.file == "model.screened.onnx"
