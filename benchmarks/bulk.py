@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
+from splade_rt.bench.measure import machine_info as machine
+
 from .common import CACHE, HERE, SHARED
-from .run import machine
 
 CONFIGS = {"local": {"engine": "local"}, "ray-1": {"engine": "ray", "workers": 1},
            "ray-2": {"engine": "ray", "workers": 2}}
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from splade_rt import SpladeEncoder
 
     export = args.export or _bundled_export()
+    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     began = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - began
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 "per_core": {**{k: round(v / cpus, 1) for k, v in rates.items()},
                              "ray-2-steady": round(steady / cpus, 1)}}
     ray.shutdown()
+    report["load_average"] = {"before": round(load_before, 1), "after": round(os.getloadavg()[0], 1)}
     report["msmarco"] = _msmarco(report, args.msmarco_tokens)
     print(markdown(report))
     if not args.quick:
@@ -139,15 +143,15 @@ def _mean_tokens(encoder, corpus: Path) -> float:
 def _msmarco(report: dict, tokens: float) -> dict:
     """Seconds per document per core as a + b * tokens, through the two corpora's steady Ray 2-actor
     rates (a job's fixed start-up, seconds, is nothing next to hours), evaluated at MS MARCO's mean
-    length; hours on N machines of C cores, with one CPU of the cluster kept for reading and writing."""
+    length; hours on N machines of C cores with the default one single-threaded actor per core."""
     points = [(c["mean_tokens"], 1 / c["per_core"]["ray-2-steady"]) for c in report["corpora"].values()]
     if len(points) < 2:
         return {}
     (x0, y0), (x1, y1) = points[0], points[-1]
     slope = (y1 - y0) / (x1 - x0)
     per_core = 1 / (y0 + slope * (tokens - x0))
-    hours = {f"{n}x{c}": round(MSMARCO_PASSAGES / (per_core * (n * c - 1)) / 3600, 2)
-             for n, c in ((1, 2), (1, 16), (4, 16), (16, 16))}
+    hours = {f"{n}x{c}": round(MSMARCO_PASSAGES / (per_core * n * c) / 3600, 2)
+             for n, c in ((1, 2), (1, 16), (4, 16), (16, 16), (64, 16))}
     return {"passages": MSMARCO_PASSAGES, "mean_tokens": tokens, "documents_per_s_per_core": round(per_core, 1),
             "hours": hours}
 
@@ -157,10 +161,11 @@ def markdown(report: dict) -> str:
     header = (f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}); {report['date']}; export "
               f"`{report['export']}`, max length {report['max_length']}; median of {report['repeats']} alternating "
               f"repeats; Ray on {report['ray_cpus']} CPUs, started once ({report['ray_start_seconds']} s, not "
-              "counted). Command: `python -m benchmarks.bulk`.")
+              f"counted); load average {report['load_average']['before']} before, "
+              f"{report['load_average']['after']} after. Command: `python -m benchmarks.bulk`.")
     columns = ("| corpus | documents | mean tokens | local docs/s | Ray 1 actor | Ray 2 actors | local / Ray 1 | "
                "local / Ray 2 | Ray job start-up s | Ray 2 steady docs/s | per core, steady |")
-    lines = [header, "" if not report["note"] else f"\nNote: {report['note']}\n", "", columns,
+    lines = [header, "", *([f"Note: {report['note']}", ""] if report["note"] else []), columns,
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in report["corpora"].items():
         r = c["documents_per_s"]

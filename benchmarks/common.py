@@ -90,23 +90,6 @@ def prepare_models(st_dir: Path | None, naive: bool = True) -> dict[str, Path]:
     return paths
 
 
-def compare_rows(reference: list[dict], rows: list[dict], k: int = 64) -> dict:
-    """Max abs difference and mean top-k overlap of sparse rows ({token id: weight}, keys may be JSON
-    strings) against the reference rows, by the export parity check's own definitions."""
-    from splade_rt.export.parity import compare
-
-    def dense(sparse_rows: list[dict], dim: int) -> np.ndarray:
-        out = np.zeros((len(sparse_rows), dim), np.float32)
-        for r, row in enumerate(sparse_rows):
-            out[r, [int(t) for t in row]] = list(row.values())
-        return out
-
-    n = min(len(reference), len(rows))
-    dim = 1 + max((int(t) for row in reference[:n] + rows[:n] for t in row), default=0)
-    stats = compare(dense(reference[:n], dim), dense(rows[:n], dim), top=k)
-    return {"max_abs_diff": stats["max_abs_diff"], f"top{k}_overlap": stats[f"top{k}_overlap_mean"]}
-
-
 def candidate_count(encoder, texts: list[str]) -> int:
     """The vocab entries the screen passes to the exact fp32 pass, summed over texts (its internal
     'candidate' tensor, exposed as an extra output of a copy of the graph)."""
@@ -118,17 +101,3 @@ def candidate_count(encoder, texts: list[str]) -> int:
     model.graph.output.append(helper.make_tensor_value_info("candidate", TensorProto.BOOL, ["batch", "vocab"]))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return int(sum(session.run(["candidate"], feed)[0].sum() for feed in graph_feeds(encoder, texts)))
-
-
-def machine() -> dict:
-    """The CPU (model, cores, the vector extensions the int8 kernels use) and Python, for a result file."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            info = f.read().splitlines()
-    except OSError:
-        info = []
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown")
-    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
-            "platform": platform.platform()}

@@ -20,9 +20,8 @@ import numpy as np
 
 from splade_rt.export.parity import SCREENED_MAX_ABS_DIFF
 
-from .common import CACHE, HERE, collection_texts
+from .common import CACHE, HERE, candidate_count, collection_texts
 from .random_models import FAMILIES, make_model
-from .screening_check import candidate_count
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from splade_rt.bench.measure import machine_info
+
 from .common import CACHE, HERE, load_texts
 from .random_models import make_model
-from .run import machine
 
 
 def latencies(encode, queries: list[str], rounds: int) -> list[float]:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "sentence-transformers encode_query": summary(latencies(
             lambda q: st.encode_query([q], convert_to_tensor=True), queries, max(1, args.rounds // 4))),
     }
-    report = {"date": date.today().isoformat(), "machine": machine(), "queries": len(queries),
+    report = {"date": date.today().isoformat(), "machine": machine_info(), "queries": len(queries),
               "rounds": args.rounds, "identical_to_sentence_transformers": bool(np.array_equal(ours, theirs)),
               "command": "python -m benchmarks.inference_free", "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)

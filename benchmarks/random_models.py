@@ -132,7 +132,7 @@ def make_model(family: str, directory: Path, *, layout: str = "transformers", ac
     if layout == "transformers":
         return model_dir
     if layout == "st-old":
-        _write_st_old(directory, activation, st_max_length, lowercase, len(vocab))
+        write_st_old(directory, activation, max_length=st_max_length, lowercase=lowercase, vocab=len(vocab))
         return directory
     return _save_st(model_dir, directory, layout, activation, st_max_length, lowercase, seed)
 
@@ -155,7 +155,7 @@ def _splade_like_head(model, arch, tok, z: float, seed: int) -> None:
         bias.copy_(-z + 0.3 * torch.randn(bias.shape, generator=generator))
 
 
-def _write_st_old(directory: Path, activation: str, max_length: int | None, lowercase: bool, vocab: int) -> None:
+def write_st_old(directory: Path, activation: str, *, max_length: int | None, lowercase: bool, vocab: int) -> None:
     """The layout sentence-transformers 5 wrote (MLMTransformer), written out since the installed
     version writes the new one."""
     (directory / "modules.json").write_text(json.dumps([

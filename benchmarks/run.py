@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import HERE, REPO, compare_rows, load_texts, machine, prepare_models
+from splade_rt.bench.measure import compare_rows, machine_info
+from splade_rt.bench.runner import run_worker
+
+from .common import HERE, REPO, load_texts, prepare_models
 
 REFERENCE = "st-torch"
 
@@ -60,21 +63,6 @@ def configurations(paths: dict[str, Path], gpu: bool) -> dict[str, dict]:
         configs["rt-fp16-cuda"] = {"kind": "rt", "export_dir": str(paths["chunked"]), "device": "cuda",
                                    "label": "splade-rt fp16 CUDA EP"}
     return configs
-
-
-def run_worker(spec: dict, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps(spec))
-        env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false",
-               "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", str(spec_path), str(out_path)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        if proc.returncode != 0 or not out_path.is_file():
-            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln and not ln.startswith(" ")
-                     and "registered at" not in ln]
-            return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}
-        return json.loads(out_path.read_text())
 
 
 def count_tokens(export_dir: Path, texts: list[str]) -> int:
@@ -112,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(repeats):
         for name, done in runs.items():
             print(f"[{time.perf_counter() - started:6.1f}s] repeat {r + 1}/{repeats}: {name}", flush=True)
-            done.append(run_worker({**common, **configs[name]}, timeout=600))
+            done.append(run_worker({**common, **configs[name]}, timeout=600, cwd=REPO))
 
     memory = {}
     if not args.quick:  # peak RSS at batch 64 x 256 tokens, each in a fresh process
@@ -122,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.perf_counter() - started:6.1f}s] memory: {name}", flush=True)
             memory[name] = run_worker({**common, **configs[name], "memory_only": True, "passages": long_texts,
                                        "memory_batch": 64, "max_length": 256, "max_batch_tokens": 64 * 256},
-                                      timeout=600)
+                                      timeout=600, cwd=REPO)
 
     results = summarize(configs, runs, memory)
-    report = {"machine": machine(), "date": date.today().isoformat(), "threads": args.threads,
+    report = {"machine": machine_info(), "date": date.today().isoformat(), "threads": args.threads,
               "repeats": repeats, "min_seconds": common["min_seconds"], "quick": args.quick,
               "passages": len(passages), "queries": len(queries),
               "mean_passage_tokens": passage_tokens / len(passages), "command": " ".join(["python -m benchmarks.run"]

@@ -33,7 +33,7 @@ OUT_TOP_INDICES = "top_indices"  # [batch, k] int64
 OUT_NZ_INDEX = "nonzero_index"  # [2, nnz] int64 (row, column), row-major order
 OUT_NZ_VALUE = "nonzero_value"  # [nnz] float32
 
-PRECISIONS = ("fp32", "fp32-screened", "fp16")
+PRECISIONS = ("fp32", "fp32-screened", "fp16", "int8")
 ACTIVATIONS = ("relu", "log1p_relu")
 SIMILARITIES = ("dot", "cosine")
 # what version 1 manifests meant by a graph's precision (they recorded no usable provider list)

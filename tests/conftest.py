@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
+
+from benchmarks.random_models import write_st_old
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -91,15 +92,5 @@ def make_tiny_model(directory: Path, *, tied: bool = True, layout: str = "transf
     if not tokenizer_json:
         (model_dir / "tokenizer.json").unlink()
     if layout == "sentence-transformers":
-        (directory / "modules.json").write_text(json.dumps([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.sparse_encoder.models.MLMTransformer"},
-            {"idx": 1, "name": "1", "path": "1_SpladePooling",
-             "type": "sentence_transformers.sparse_encoder.models.SpladePooling"},
-        ]))
-        (directory / "config_sentence_transformers.json").write_text(json.dumps(
-            {"model_type": "SparseEncoder", "similarity_fn_name": "dot", "prompts": {}}))
-        (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48, "do_lower_case": False}))
-        (directory / "1_SpladePooling").mkdir()
-        (directory / "1_SpladePooling" / "config.json").write_text(json.dumps(
-            {"pooling_strategy": "max", "activation_function": activation, "word_embedding_dimension": len(vocab)}))
+        write_st_old(directory, activation, max_length=48, lowercase=False, vocab=len(vocab))
     return directory

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks.common import compare_rows
+from splade_rt.bench.measure import compare_rows
 from benchmarks.run import REFERENCE, main
 
 

@@ -135,26 +135,29 @@ def test_local_parquet_equals_encode_document(export_dir, corpus, docs, referenc
     assert record["runs"][-1]["documents"] == N_DOCS and record["runs"][-1]["documents_per_s"] > 0
 
 
-def test_csv_parquet_and_jsonl_directory_in_sorted_order(export_dir, docs, encoder, tmp_path):
+def test_csv_tsv_parquet_and_jsonl_directory_in_sorted_order(export_dir, docs, encoder, tmp_path):
     from splade_rt.evaluation.dataset import document_text
 
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
-    rows = [{"doc_id": d["_id"], "heading": d.get("title", ""), "body": d["text"]} for d in docs[:30]]
+    rows = [{"doc_id": d["_id"], "heading": d.get("title", ""), "body": " ".join(d["text"].split())} for d in docs[:32]]
+    rows[20]["body"] = 'a bare " in a TSV field is text, not a quote'
     with open(src / "a.csv", "w", encoding="utf-8", newline="") as f:
         import csv
 
         writer = csv.DictWriter(f, fieldnames=["doc_id", "heading", "body"])
         writer.writeheader()
-        writer.writerows(rows[:10])
-    pq.write_table(pa.Table.from_pylist([{**r, "doc_id": int(r["doc_id"])} for r in rows[10:20]]), src / "b.parquet")
-    write_jsonl(src / "sub" / "c.jsonl", rows[20:])
+        writer.writerows(rows[:8])
+    pq.write_table(pa.Table.from_pylist([{**r, "doc_id": int(r["doc_id"])} for r in rows[8:16]]), src / "b.parquet")
+    (src / "b2.tsv").write_text("doc_id\theading\tbody\n" + "".join(
+        f"{r['doc_id']}\t{r['heading']}\t{r['body']}\n" for r in rows[16:24]), encoding="utf-8")
+    write_jsonl(src / "sub" / "c.jsonl", rows[24:])
     (src / ".hidden.jsonl").write_text("not read\n")
 
     out = tmp_path / "out"
     encode(export_dir, src, out, id_field="doc_id", text_field="body", title_field="heading", shard_size=12)
     ids, vectors = read_parquet_output(out)
-    assert ids == [r["doc_id"] for r in rows]  # a.csv, b.parquet (integer ids as strings), sub/c.jsonl
+    assert ids == [r["doc_id"] for r in rows]  # a.csv, b.parquet (integer ids as strings), b2.tsv, sub/c.jsonl
     reference = encoder.encode_document([document_text(r["heading"], r["body"]) for r in rows])
     assert_same_vectors(vectors, {r["doc_id"]: (v.indices, v.values) for r, v in zip(rows, reference)})
 
@@ -354,8 +357,9 @@ def test_qdrant_embedded_local_mode(export_dir, corpus, docs, reference, tmp_pat
 
 def test_ray_resources_always_leave_cpus_for_reads_and_writes():
     pytest.importorskip("ray")
-    from splade_rt.bulk.ray_engine import resources
+    from splade_rt.bulk.ray_engine import default_workers, resources
 
+    assert default_workers(2, 0, "cpu") == 2 and default_workers(16, 4, "cuda") == 4
     assert resources(2, 2, None) == (0.5, 0.5)  # the measured trap: 1 CPU each hangs on 2 CPUs
     assert resources(2, 1, None) == (1.0, 0.5)
     for cpus in (1, 2, 3, 8, 64):
@@ -412,6 +416,18 @@ def test_ray_two_actors_equal_encode_document_and_local(export_dir, ray_cluster,
     encode(export_dir, src, tmp_path / "local", on_error="skip", shard_size=35)
     for name in (f"part-0000{i}.parquet" for i in range(4)):  # the same shards, row for row
         assert pq.read_table(tmp_path / "ray" / name)["id"].equals(pq.read_table(tmp_path / "local" / name)["id"])
+
+
+def test_ray_anserini_equals_local_anserini(export_dir, ray_cluster, corpus, tmp_path):
+    encode(export_dir, corpus, tmp_path / "local", format="anserini", shard_size=70)
+    encode(export_dir, corpus, tmp_path / "ray", format="anserini", shard_size=70, engine="ray", workers=2)
+    for name in ("part-00000.jsonl", "part-00001.jsonl"):
+        local, ray = ([json.loads(line) for line in (tmp_path / side / name).read_text().splitlines()]
+                      for side in ("local", "ray"))
+        assert [(r["id"], r["contents"]) for r in ray] == [(r["id"], r["contents"]) for r in local]
+        for a, b in zip(ray, local):  # integer impacts: a 1e-6 difference may round the other way, no more
+            assert a["vector"].keys() == b["vector"].keys()
+            assert all(abs(a["vector"][t] - b["vector"][t]) <= 1 for t in a["vector"])
 
 
 def _encoder_actors(busy: bool) -> dict[int, str]:

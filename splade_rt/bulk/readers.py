@@ -23,6 +23,7 @@ from ..evaluation.dataset import document_text
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
            ".parquet": "parquet", ".pq": "parquet"}
 PARQUET_BATCH = 4096  # rows decoded at a time from a Parquet file
+CSV_FIELD_LIMIT = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def resolve_inputs(path: str | Path) -> list[InputFile]:
 def _input_file(path: Path) -> InputFile:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise CorpusError(f"{path}: unsupported file type {path.suffix!r} (expected one of {', '.join(sorted(FORMATS))})")
+        raise CorpusError(f"{path}: unsupported file type {path.suffix!r} "
+                          f"(expected one of {', '.join(sorted(FORMATS))})")
     return InputFile(str(path.resolve()), fmt, path.stat().st_size)
 
 
@@ -91,7 +93,7 @@ def read_rows(source: InputFile, stream: IO[bytes], fields: Fields) -> Iterator[
     elif source.format == "jsonl":
         yield from _jsonl_rows(stream, fields)
     else:
-        yield from _csv_rows(source, stream, fields, "\t" if source.format == "tsv" else ",")
+        yield from _csv_rows(source, stream, fields, source.format)
 
 
 def _jsonl_rows(stream: IO[bytes], fields: Fields) -> Iterator[Row]:
@@ -114,10 +116,14 @@ def _jsonl_rows(stream: IO[bytes], fields: Fields) -> Iterator[Row]:
         yield _row(number, record, fields)
 
 
-def _csv_rows(source: InputFile, stream: IO[bytes], fields: Fields, delimiter: str) -> Iterator[Row]:
+def _csv_rows(source: InputFile, stream: IO[bytes], fields: Fields, fmt: str) -> Iterator[Row]:
     # Lines are decoded with surrogateescape so one bad byte costs one record, not the rest of the file.
+    # The csv module's default field limit (128 KiB) is below a long document's text.
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-    reader = csv.reader(text, delimiter=delimiter)
+    # TSV has no quoting (MS MARCO's and BEIR's .tsv files hold bare '"'); CSV quotes as RFC 4180 does.
+    reader = (csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv"
+              else csv.reader(text))
     try:
         header = next(reader, None)
     except csv.Error as e:

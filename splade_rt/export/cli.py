@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-chunk", type=int, default=DEFAULT_VOCAB_CHUNK,
                    help="vocab columns per projection chunk: bounds memory to batch x seq x chunk floats")
     p.add_argument("--no-fp16", action="store_true", help="skip the fp16 (GPU) graph")
+    p.add_argument("--int8", action="store_true",
+                   help="also write model.int8.onnx: the encoder's matrix products in int8 (faster on CPU, lossy: "
+                        "never chosen unless asked for with variant='int8'; the SPLADE head stays exact)")
     p.add_argument("--activation", choices=("relu", "log1p_relu"),
                    help="SPLADE activation of a plain transformers directory (default relu; OpenSearch's models "
                         "use log1p_relu); sentence-transformers models record theirs")
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import export_model
 
             export_model(args.model, args.output, force=args.force, max_length=args.max_length,
-                         vocab_chunk=args.vocab_chunk, fp16=not args.no_fp16, activation=args.activation)
+                         vocab_chunk=args.vocab_chunk, fp16=not args.no_fp16, int8=args.int8,
+                         activation=args.activation)
     except SpladeError as e:
         if args.verbose:
             raise

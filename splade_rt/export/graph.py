@@ -10,6 +10,7 @@ model type applies; the head is the same for every family.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,9 @@ class ExportedGraphs:
 
 
 def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True,
-                 screened: bool = True) -> ExportedGraphs:
-    """fp32 (chunked), fp32-screened (exact, int8 screening: kernels.screening) and fp16 graphs."""
+                 screened: bool = True, int8: bool = False) -> ExportedGraphs:
+    """fp32 (chunked), fp32-screened (exact, int8 screening: kernels.screening), fp16 and int8 (the
+    encoder's matrix products in int8, lossy; the screened head exact over its states) graphs."""
     import onnx
     import torch
 
@@ -74,8 +76,8 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     weight, bias, tied = decoder_parameters(mlm, arch)
     center = hidden_mean(mlm, source, parity_texts()) if screened else None
 
-    def with_head(screened: bool):
-        model = append_splade_head(copy.deepcopy(body), weight, bias, activation=source.activation,
+    def with_head(screened: bool, encoder=body):
+        model = append_splade_head(copy.deepcopy(encoder), weight, bias, activation=source.activation,
                                    vocab_chunk=vocab_chunk, screened=screened, screen_center=center)
         model.producer_name = "splade-rt"
         return model
@@ -89,7 +91,43 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     if fp16:
         files["fp16"] = work / "model.fp16.onnx"
         onnx.save(to_fp16(fp32), str(files["fp16"]))
+    if int8:
+        files["int8"] = work / "model.int8.onnx"
+        onnx.save(with_head(screened=center is not None, encoder=quantize_encoder(body, work)), str(files["int8"]))
     return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied)
+
+
+def quantize_encoder(body, work: Path):
+    """The encoder's MatMuls and fused Attention in int8 (onnxruntime's dynamic quantization: int8
+    weights per output channel, activations quantized per call). The word embedding stays fp32, so
+    the tied decoder is still stored once, and the head appended after it stays exact."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = work / "encoder.fp32.onnx", work / "encoder.int8.onnx"
+    onnx.save(body, str(src))
+    with quiet(), _root_logger_quiet():
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
+                         weight_type=QuantType.QInt8,
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+    model = onnx.load(str(dst))
+    src.unlink()
+    dst.unlink()
+    return model
+
+
+@contextlib.contextmanager
+def _root_logger_quiet():
+    """onnxruntime's quantizer logs a pre-processing hint on the root logger: not actionable here."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _optimize(path: Path, model_type: str | None, config):

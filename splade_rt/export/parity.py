@@ -19,6 +19,9 @@ from .texts import QUERIES, parity_texts
 
 FP32_MAX_REL_DIFF = 1e-4  # of the largest reference value
 FP16_MIN_TOP64_OVERLAP = 0.98
+# the lossy graphs' floor on the parity texts; int8's retrieval loss is measured on the shared
+# collections (benchmarks.eval_all), this only catches a broken graph
+LOSSY_MIN_TOP64_OVERLAP = {"fp16": FP16_MIN_TOP64_OVERLAP, "int8": 0.8}
 SCREENED_MAX_ABS_DIFF = 1e-5
 TOP = 64
 
@@ -113,10 +116,14 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
             stats["passed"] = stats["max_rel_diff"] <= FP32_MAX_REL_DIFF and stats["topk_output_consistent"]
             stats["method"] = "onnxruntime CPUExecutionProvider"
         else:
-            stats["bar"] = f"top{TOP}_overlap_mean >= {FP16_MIN_TOP64_OVERLAP} and same argmax term"
-            stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= FP16_MIN_TOP64_OVERLAP and stats["argmax_same"]
+            floor = LOSSY_MIN_TOP64_OVERLAP[precision]
+            # fp16 must keep each text's top term; int8 is lossier by design (its retrieval loss is
+            # measured on the shared collections), so only its overlap is held to a floor here
+            argmax = precision == "fp16"
+            stats["bar"] = f"top{TOP}_overlap_mean >= {floor}" + (" and same argmax term" if argmax else "")
+            stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= floor and (stats["argmax_same"] or not argmax)
                                and stats["topk_output_consistent"])
-            stats["method"] = FP16_CPU_METHOD
+            stats["method"] = FP16_CPU_METHOD if precision == "fp16" else "onnxruntime CPUExecutionProvider"
         if precision == "fp32-screened" and "fp32" in outputs:
             # exact by construction: the same values and the same non-zero set as the fp32 graph
             same = compare(outputs["fp32"], sparse)
@@ -159,7 +166,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         q = report["query_table"]
         lines.append(f"  query table: identical to SparseStaticEmbedding on {q['texts']} texts: {q['identical']} "
                      f"-> {'PASS' if q['passed'] else 'FAIL'}")
-    for precision in ("fp32", "fp32-screened", "fp16"):
+    for precision in ("fp32", "fp32-screened", "fp16", "int8"):
         if precision in report:
             s = report[precision]
             lines.append(

@@ -29,6 +29,7 @@ _PROVIDERS = {
     "fp32-screened": ["CPUExecutionProvider"],
     "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
     "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
+    "int8": ["CPUExecutionProvider"],  # lossy: run only when asked for (variant="int8")
 }
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_TOKENIZER = "query_tokenizer.json"
@@ -47,12 +48,13 @@ def export_model(
     vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
     fp16: bool = True,
     screened: bool = True,
+    int8: bool = False,
     activation: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export `model` (hub id, directory, None: the bundled model) to `out`. activation: the SPLADE
     activation of a plain transformers directory, which records none (sentence-transformers models
-    say theirs in SpladePooling's config)."""
+    say theirs in SpladePooling's config). int8: also write the opt-in, lossy int8-encoder graph."""
     start = time.perf_counter()
     out = Path(out).expanduser()
     if out.exists() and not force:
@@ -79,7 +81,7 @@ def export_model(
         log(f"exporting {source.ref} ({source.architecture.model_type}, {source.layout} layout, "
             f"max length {source.max_length})")
         mlm = load_mlm(source)
-        graphs = build_graphs(mlm, source, work, vocab_chunk=vocab_chunk, fp16=fp16, screened=screened)
+        graphs = build_graphs(mlm, source, work, vocab_chunk=vocab_chunk, fp16=fp16, screened=screened, int8=int8)
         tokenizer_json = _write_tokenizer(source.directory, work / "tokenizer.json")
         query_table = _write_query_table(source, work)
         log("checking parity against the torch reference")

@@ -25,7 +25,8 @@ from ..manifest import (
     ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, Manifest,
     read_manifest,
 )
-from .batching import in_input_order, length_batches, pad_ids
+from ..validation import positive_int
+from .batching import in_input_order, length_sorted_batches, pad_ids
 from .embeddings import SparseEmbeddings, SparseVector, dot_scores
 from .query_table import QueryTable
 from .session import GpuSettings, Placement, cpu_twin, first_line, is_out_of_memory, open_session, run_options
@@ -44,8 +45,7 @@ class SpladeEncoder:
     "cuda"/"cuda:N" (an error if CUDA can't run), or "cpu". threads: intra-op threads for the CPU
     (default: the cores this process may use). workers: CPU batches in flight at once, each on
     threads // workers threads (default 2: while one batch is in its serial steps the other keeps
-    the cores busy, +5% passages/s for the screened graph in the benchmark on 2 cores; peak memory
-    is that of two batches). max_length: truncate below the export's max length.
+    the cores busy: see the README's benchmark; peak memory is that of two batches). max_length: truncate below the export's max length.
 
     device="tensorrt"/"tensorrt:N" runs the fp16 graph on onnxruntime's TensorRT EP (fp16 kernels, the
     CUDA EP behind it for what TensorRT can't take); it is never chosen by "auto", and raises
@@ -76,9 +76,8 @@ class SpladeEncoder:
                  io_binding: bool | None = None, max_batch: int | None = None, trt_cache_dir: str | Path | None = None,
                  gpu_mem_limit: int | str | None = None, arena_shrinkage: bool = False,
                  pad_to_multiple_of: int | None = None, provider_options: dict[str, Any] | None = None) -> None:
-        if workers is not None and (not isinstance(workers, (int, np.integer)) or isinstance(workers, bool)
-                                    or workers < 1):
-            raise ValueError(f"workers must be a positive integer, not {workers!r}")
+        if workers is not None:
+            positive_int(workers, "workers")
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
         tok = self.manifest.tokenizer
@@ -119,8 +118,8 @@ class SpladeEncoder:
         self._worker_threads = max(1, threads // self.workers)
         # query-sized inputs run on one thread, only with the screened graph: its int8 projection is
         # cheap enough that thread wake-ups dominate; the fp32 graph's projection still gains from a
-        # second thread (5.2 vs 3.2 ms)
-        self._small_enabled = on_cpu and self.placement.precision == "fp32-screened" and threads > 1
+        # second thread
+        self._small_enabled = on_cpu and self.placement.precision in ("fp32-screened", "int8") and threads > 1
         self._twins: dict[int, Any] = {}  # intra-op threads -> twin CPU session, made on first use
         self._twin_lock = threading.Lock()
         self._spinning = spinning
@@ -147,8 +146,7 @@ class SpladeEncoder:
         weights, computed on the device; threshold drops weights <= threshold."""
         texts = check_texts(texts)
         top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         if not texts:
             return SparseEmbeddings.empty(self.dim, self.vocab)
         cut = 0.0 if threshold is None else float(threshold)
@@ -164,8 +162,8 @@ class SpladeEncoder:
             self._truncation_reported = True
             logger.log(level, "splade-rt: %d of %d texts truncated to %d tokens (result.truncated counts them; "
                        "later truncations are logged at INFO)", truncated, len(texts), self.max_length)
-        order = np.argsort(-lengths, kind="stable")  # longest first: the biggest batch fails first, if at all
-        done = list(length_batches(order, lengths, batch_size, self.max_batch_tokens))
+        # longest first: the biggest batch fails first, if at all
+        done = length_sorted_batches(lengths, batch_size, self.max_batch_tokens)
         session = self._twin(self._worker_threads) if self.workers > 1 and len(done) > 1 else None
 
         def run(rows: np.ndarray) -> SparseEmbeddings:
@@ -348,9 +346,7 @@ def _as_batch(x: SparseEmbeddings | SparseVector, dim: int) -> SparseEmbeddings:
     raise TypeError(f"expected SparseEmbeddings or SparseVector, not {type(x).__name__}")
 
 def _check_top_k(top_k: Any) -> int | None:
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
-    return top_k
+    return None if top_k is None else positive_int(top_k, "top_k")
 
 
 def _load_tokenizer(path: Path, max_length: int):

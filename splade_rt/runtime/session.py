@@ -148,7 +148,7 @@ class ProviderSpec:
     precisions: tuple[str, ...]  # preferred graph precisions, best first
     io_binding: bool  # keep inputs and the [batch, vocab] tensor on the device
     install: str  # what to install when the provider is absent
-    library: str  # what is missing when onnxruntime lists the provider but cannot load it
+    library: str  # what is wrong when onnxruntime lists the provider but cannot load it
     build_options: Callable[[Target], dict[str, Any]]  # provider options from the target and user settings
     memory: str = "cpu"  # where bound inputs live (onnxruntime's OrtValue device name)
     arena: str = "cpu"  # its arena in onnxruntime's "memory.enable_memory_arena_shrinkage" run option
@@ -170,16 +170,17 @@ class ProviderSpec:
 PROVIDERS: dict[str, ProviderSpec] = {s.kind: s for s in (
     # CPU: the exact int8-screened graph (same results as fp32, faster), then plain fp32
     ProviderSpec("cpu", CPU, "CPU", ("fp32-screened", "fp32"), io_binding=False, install="onnxruntime",
-                 library="onnxruntime", build_options=_cpu_options),
+                 library="onnxruntime is broken", build_options=_cpu_options),
     ProviderSpec("cuda", CUDA, "CUDA", ("fp16", "fp32"), io_binding=True,
                  install="onnxruntime-gpu (pip install 'splade-rt[gpu]')",
-                 library="its CUDA or cuDNN libraries (libcudart, libcublas, libcudnn)",
+                 library="its CUDA or cuDNN libraries (libcudart, libcublas, libcudnn) are missing or incompatible",
                  build_options=_cuda_options, memory="cuda", arena="gpu", auto=True),
     # TensorRT runs the fp16 graph with fp16 kernels; what it can't take runs on the CUDA EP behind it.
     # Never chosen by "auto": building an engine takes minutes the first time.
     ProviderSpec("tensorrt", TENSORRT, "TensorRT", ("fp16",), io_binding=True,
                  install="onnxruntime-gpu and TensorRT 10 (libnvinfer)",
-                 library="TensorRT's library libnvinfer (TensorRT 10: libnvinfer.so.10 on the loader path)",
+                 library="TensorRT's library libnvinfer is missing or incompatible (TensorRT 10 needs libnvinfer.so.10 "
+                         "on the loader path)",
                  build_options=_tensorrt_options, memory="cuda", arena="gpu", behind=("cuda",),
                  cache_dir=trt_cache_dir, fixed_profile=True),
 )}
@@ -326,8 +327,8 @@ def open_session(manifest: Manifest, device: str, *, variant: str | None = None,
             logger.info("splade-rt: %s on %s (device %d, %s)", graph.name, spec.provider, device_id, graph.precision)
             return Placement(session, spec.kind, device_id, graph.name, graph.precision,
                              options=dict(providers[0][1]), settings=settings)
-        reason = (f"onnxruntime could not load the {spec.label} execution provider ({spec.library} missing or "
-                  "incompatible; onnxruntime's own log says which)")
+        reason = (f"onnxruntime could not load the {spec.label} execution provider: {spec.library} "
+                  "(onnxruntime's own log says which)")
     if kind not in ("auto", "cpu"):
         raise DeviceError(f"device={device!r} but {reason}")
     if reason is not None:

@@ -1,0 +1,263 @@
+"""One peer configuration, measured in its own process, inside that peer's own virtual environment.
+
+Run by benchmarks.peers as `PEER_VENV/bin/python benchmarks/peer_worker.py MODE SPEC.json OUT`. It
+imports nothing from splade_rt or benchmarks (the peer's venv has neither): everything comes in
+SPEC.json, everything goes out as a file. Modes:
+
+- `prepare`: (sentence-transformers venv) save the model as a sentence-transformers SparseEncoder
+  with its ONNX exports: plain (optimum's export, as `backend="onnx"` makes it), O3 and int8
+  dynamic quantization (sentence-transformers' export helpers). Writes a JSON report to OUT.
+- `run`: load one configuration, then measure it the way benchmarks/worker.py measures
+  splade-rt: cold start (process start-up + import + load + first encode, from the parent's spawn),
+  query latency at batch 1 (p50, p99), passages/s per batch size (warm-up, then passes over the
+  passages for at least min_seconds, the median pass), peak RSS, and the vectors of the first
+  check_rows passages as {token id: weight} rows. Writes JSON to OUT.
+- `encode`: encode documents and queries once (for a retrieval-quality evaluation made by the
+  parent); writes their CSR arrays to OUT (.npz).
+
+Configurations (spec["kind"]): "st" (sentence-transformers SparseEncoder, spec["backend"] torch or
+onnx, spec["file_name"] the ONNX file) and "fastembed" (fastembed SparseTextEmbedding on a local
+directory holding an ONNX masked-LM export and its tokenizer).
+"""
+
+from __future__ import annotations
+
+import time
+
+T0 = time.perf_counter()
+
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+# fastembed 0.9 has no way to register a custom sparse model (TextEmbedding.add_custom_model is for
+# dense models only). SpladePP, its SPLADE class, loads any local directory given as
+# specific_model_path, but only under one of its registered names; this one's pooling
+# (max over tokens of log1p(relu(logits)), masked) is SPLADE's.
+FASTEMBED_SPLADE_NAME = "prithivida/Splade_PP_en_v1"
+PACKAGES = ("sentence-transformers", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx", "torch",
+            "fastembed", "tokenizers", "numpy", "huggingface-hub")
+
+
+def peak_rss_mib() -> float:
+    """VmHWM, not ru_maxrss (Linux carries ru_maxrss across exec), as benchmarks/worker.py."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def st_modules():
+    try:  # sentence-transformers 6
+        from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+    except ImportError:  # 5.x
+        from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+    return MLMTransformer, SpladePooling
+
+
+def load_st(model_dir: str, backend: str = "torch", file_name: str | None = None, threads: int | None = None,
+            max_length: int | None = None):
+    """A SparseEncoder from a sentence-transformers directory, or from a transformers *ForMaskedLM
+    directory (MLMTransformer + SpladePooling max, as benchmarks.common.sentence_transformers_copy)."""
+    from sentence_transformers import SparseEncoder
+
+    if not (Path(model_dir) / "modules.json").is_file():
+        if backend != "torch":
+            raise ValueError(f"{model_dir}: not a sentence-transformers directory; run `prepare` first")
+        mlm, pooling = st_modules()
+        model = SparseEncoder(modules=[mlm(model_dir), pooling(pooling_strategy="max")], device="cpu")
+    else:
+        kwargs = {}
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+            kwargs = {"backend": "onnx", "model_kwargs": {"file_name": file_name or "onnx/model.onnx",
+                                                          "provider": "CPUExecutionProvider",
+                                                          "session_options": options}}
+        model = SparseEncoder(model_dir, device="cpu", **kwargs)
+    if max_length:
+        model.max_seq_length = max_length
+    return model
+
+
+class STEncoder:
+    def __init__(self, spec: dict) -> None:
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        import sentence_transformers  # noqa: F401
+
+        self.imported = time.time()
+        self.model = load_st(spec["model_dir"], spec.get("backend", "torch"), spec.get("file_name"), spec["threads"],
+                             spec.get("max_length"))
+
+    def encode(self, texts: list[str], batch_size: int):
+        return self.model.encode_document(texts, batch_size=batch_size, convert_to_tensor=True)
+
+    def encode_query(self, texts: list[str], batch_size: int):
+        return self.model.encode_query(texts, batch_size=batch_size, convert_to_tensor=True)
+
+    def csr(self, result) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        coo = result.coalesce()
+        rows, cols = coo.indices().numpy()
+        values = coo.values().float().numpy()
+        keep = values != 0
+        rows, cols, values = rows[keep], cols[keep], values[keep]
+        indptr = np.searchsorted(rows, np.arange(coo.shape[0] + 1))  # coalesced: sorted by row, then column
+        return indptr, cols.astype(np.int32), values.astype(np.float32), int(coo.shape[1])
+
+
+class FastEmbedEncoder:
+    def __init__(self, spec: dict) -> None:
+        from fastembed import SparseTextEmbedding
+
+        self.imported = time.time()
+        self.model = SparseTextEmbedding(FASTEMBED_SPLADE_NAME, specific_model_path=spec["model_dir"],
+                                         threads=spec["threads"], local_files_only=True)
+        self.dim = int(spec.get("vocab_size", 30522))
+
+    def encode(self, texts: list[str], batch_size: int):
+        return list(self.model.embed(texts, batch_size=batch_size))
+
+    def encode_query(self, texts: list[str], batch_size: int):
+        return list(self.model.query_embed(texts, batch_size=batch_size))
+
+    def csr(self, result) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        indptr = np.cumsum([0] + [len(e.indices) for e in result])
+        cols = np.concatenate([e.indices for e in result]) if result else np.zeros(0)
+        values = np.concatenate([e.values for e in result]) if result else np.zeros(0)
+        keep = values != 0
+        if not keep.all():
+            row_of = np.repeat(np.arange(len(result)), np.diff(indptr))[keep]
+            indptr = np.searchsorted(row_of, np.arange(len(result) + 1))
+        return indptr, cols[keep].astype(np.int32), values[keep].astype(np.float32), self.dim
+
+
+ENCODERS = {"st": STEncoder, "fastembed": FastEmbedEncoder}
+
+
+def rows(enc, result, n: int) -> list[dict[int, float]]:
+    indptr, cols, values, _ = enc.csr(result)
+    return [{int(c): float(v) for c, v in zip(cols[indptr[r]:indptr[r + 1]], values[indptr[r]:indptr[r + 1]])}
+            for r in range(min(n, len(indptr) - 1))]
+
+
+def run(spec: dict, out_path: str) -> None:
+    # the clock starts when the parent spawned this process (interpreter start-up counts, as in
+    # splade_rt.bench), or failing that at this module's first line
+    spawned = spec.get("spawned_at", time.time() - (time.perf_counter() - T0))
+    enc = ENCODERS[spec["kind"]](spec)
+    loaded = time.time()
+    with open(spec["texts_file"], encoding="utf-8") as f:
+        texts = json.load(f)
+    passages, queries = texts["passages"], texts["queries"]
+    enc.encode_query([queries[0]], 1)
+    result = {"import_s": enc.imported - spawned, "load_s": loaded - enc.imported,
+              "cold_start_s": time.time() - spawned}
+    lat = []
+    for q in queries:
+        t = time.perf_counter()
+        enc.encode_query([q], 1)
+        lat.append(time.perf_counter() - t)
+    result["query_p50_ms"] = float(np.percentile(lat, 50) * 1000)
+    result["query_p99_ms"] = float(np.percentile(lat, 99) * 1000)
+    out = None
+    for bs in spec["batch_sizes"]:
+        enc.encode(passages[:bs], bs)  # warm up the shapes this batch size uses
+        passes, started = [], time.perf_counter()
+        while not passes or time.perf_counter() - started < spec.get("min_seconds", 0):
+            t = time.perf_counter()
+            out = enc.encode(passages, bs)
+            passes.append(time.perf_counter() - t)
+        dt = float(np.median(passes))
+        result[f"passes_b{bs}"] = len(passes)
+        result[f"passages_per_s_b{bs}"] = len(passages) / dt
+        if spec.get("passage_tokens"):
+            result[f"tokens_per_s_b{bs}"] = spec["passage_tokens"] / dt
+    result["vectors"] = rows(enc, out, spec["check_rows"]) if out is not None else []
+    result["peak_rss_mib"] = peak_rss_mib()
+    result["versions"] = versions()
+    write_json(result, out_path)
+
+
+def encode(spec: dict, out_path: str) -> None:
+    enc = ENCODERS[spec["kind"]](spec)
+    with open(spec["texts_file"], encoding="utf-8") as f:
+        texts = json.load(f)
+    arrays = {}
+    for part, method in (("documents", enc.encode), ("queries", enc.encode_query)):
+        start = time.perf_counter()
+        indptr, cols, values, dim = enc.csr(method(texts[part], spec["batch_size"]))
+        arrays.update({f"{part}_indptr": indptr, f"{part}_indices": cols, f"{part}_data": values,
+                       f"{part}_shape": np.array([len(indptr) - 1, dim]),
+                       f"{part}_seconds": np.array(time.perf_counter() - start)})
+    np.savez(out_path, **arrays)
+
+
+def prepare(spec: dict, out_path: str) -> None:
+    """The model as a sentence-transformers directory with onnx/model.onnx (the plain export that
+    backend="onnx" makes), onnx/model_O3.onnx and onnx/model_qint8_<config>.onnx."""
+    from sentence_transformers import SparseEncoder, export_dynamic_quantized_onnx_model, export_optimized_onnx_model
+
+    source, out = spec["model_dir"], Path(spec["out_dir"])
+    if out.exists():
+        shutil.rmtree(out)
+    if (Path(source) / "modules.json").is_file():
+        shutil.copytree(source, out, ignore=shutil.ignore_patterns("onnx", "openvino"))
+        for path in out.rglob("*"):  # a read-only source (shared/) copies read-only
+            path.chmod(path.stat().st_mode | 0o200)
+        out.chmod(out.stat().st_mode | 0o200)
+    else:
+        load_st(source).save(str(out))
+    started = time.perf_counter()
+    model = SparseEncoder(str(out), device="cpu", backend="onnx")  # no onnx/model.onnx yet: optimum exports it
+    model.save_pretrained(str(out))
+    exported = time.perf_counter() - started
+    started = time.perf_counter()
+    export_optimized_onnx_model(model, "O3", str(out))
+    optimized = time.perf_counter() - started
+    started = time.perf_counter()
+    export_dynamic_quantized_onnx_model(model, spec["quantization"], str(out))
+    quantized = time.perf_counter() - started
+    files = {p.name: p.stat().st_size for p in sorted((out / "onnx").glob("*.onnx"))}
+    write_json({"out_dir": str(out), "files": files, "max_seq_length": model.max_seq_length,
+                "seconds": {"export": exported, "O3": optimized, "quantize": quantized}, "versions": versions()},
+               out_path)
+
+
+def write_json(result: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+def main(argv: list[str]) -> None:
+    mode, spec_path, out_path = argv
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    {"run": run, "encode": encode, "prepare": prepare}[mode](spec, out_path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,589 @@
+"""The peers a user would pick instead of splade-rt, each run from its own virtual environment.
+
+    python -m benchmarks.peers              # the bundled tiny model: every peer, the torch reference, SciFact
+    python -m benchmarks.peers --base-size  # the random base-size model (benchmarks.base_size.build)
+    python -m benchmarks.peers --quick      # smoke run: 32 passages, one pass, no quality run
+
+sentence-transformers' ONNX backend needs optimum-onnx, which pins transformers<4.58 and so cannot
+share the main environment (sentence-transformers 6 needs transformers 5). fastembed brings its own
+onnxruntime and tokenizers pins. So each peer gets a virtual environment that this module creates
+itself, under benchmarks/.cache/venvs/<name>, from the pins in REQUIREMENTS below; it is kept
+between runs and recreated when the pins (or the Python) change. Creating both takes about two
+minutes with the local torch wheel.
+
+The peers:
+- `st-onnx`, `st-onnx-o3`, `st-onnx-int8`: sentence-transformers `SparseEncoder(..., backend="onnx")`
+  on optimum's export of the model (what backend="onnx" makes and save_pretrained keeps), on its O3
+  optimization (`export_optimized_onnx_model`) and on its int8 dynamic quantization
+  (`export_dynamic_quantized_onnx_model`, the config that fits this CPU's flags). The exports are
+  made once per model and pin set, in the peer's venv, under benchmarks/.cache/peer-models/.
+- `fastembed`: `SparseTextEmbedding` on the same optimum export. fastembed 0.9 cannot register a
+  custom sparse model (`add_custom_model` exists only on the dense TextEmbedding); its SPLADE class
+  loads a local directory through `specific_model_path`, under its registered name
+  "prithivida/Splade_PP_en_v1", whose pooling (max over tokens of log1p(relu(logits))) is SPLADE's.
+  Nothing is fetched from a hub.
+
+Each configuration runs in its own process (benchmarks/peer_worker.py, in the peer's venv) and is
+measured the way benchmarks/worker.py measures splade-rt; its vectors are compared with
+sentence-transformers torch. For the int8 model, its retrieval loss on SciFact (nDCG@10 at max
+length 256, and the active-term Jaccard of its vectors) against the fp32 export is measured too,
+with splade_rt.evaluation's search and metrics.
+
+`benchmarks.run` calls `peer_configurations` and `run_peer` (or `run_peers` for the whole thing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
+from pathlib import Path
+
+from .common import CACHE, HERE, SHARED, load_texts
+
+try:  # where splade-bench keeps them (issue 12, item 6)
+    from splade_rt.bench.measure import compare_rows
+    from splade_rt.bench.measure import machine_info as machine
+except ImportError:  # before it
+    from .common import compare_rows, machine
+
+VENVS = CACHE / "venvs"
+PEER_MODELS = CACHE / "peer-models"
+WORKER = HERE / "peer_worker.py"
+MARKER = "splade-peer-pins.json"  # written last: a venv without it (a failed install) is made again
+TORCH = "torch==2.13.0"  # the CPU wheel on these machines; installed alone, before everything else
+
+# Versions that install together on Python 3.11: sentence-transformers 5.7 is the last release that
+# allows transformers 4.x (6.x needs transformers>=5), and optimum-onnx 0.1.0 (optimum 2.1) needs
+# transformers<4.58. onnxruntime is the main environment's, so every configuration runs the same one.
+REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "st-onnx": (TORCH, "sentence-transformers==5.7.0", "transformers==4.57.6", "optimum==2.1.0",
+                "optimum-onnx[onnxruntime]==0.1.0", "onnx==1.23.2", "onnxruntime==1.32.0", "tokenizers==0.22.2",
+                "huggingface-hub==0.36.2", "numpy==2.4.6"),
+    "fastembed": ("fastembed==0.9.1", "onnxruntime==1.32.0", "tokenizers==0.23.3", "huggingface-hub==1.33.0",
+                  "numpy==2.4.6"),
+}
+
+REFERENCE = "st-torch"
+PEERS: dict[str, dict] = {
+    "st-onnx": {"venv": "st-onnx", "kind": "st", "backend": "onnx", "file_name": "onnx/model.onnx",
+                "label": "sentence-transformers ONNX backend (optimum export, fp32)"},
+    "st-onnx-o3": {"venv": "st-onnx", "kind": "st", "backend": "onnx", "file_name": "onnx/model_O3.onnx",
+                   "label": "sentence-transformers ONNX backend, O3 optimized"},
+    "st-onnx-int8": {"venv": "st-onnx", "kind": "st", "backend": "onnx",
+                     "file_name": "onnx/model_qint8_{quantization}.onnx",
+                     "label": "sentence-transformers ONNX backend, int8 dynamic ({quantization}; lossy)"},
+    "fastembed": {"venv": "fastembed", "kind": "fastembed",
+                  "label": "fastembed SparseTextEmbedding (optimum export, fp32)"},
+}
+QUALITY_MAX_LENGTH = 256
+QUALITY_CONFIGS = ("st-onnx", "st-onnx-int8")  # the int8 model's loss is measured against the fp32 export
+
+
+class PeerError(RuntimeError):
+    """A peer's venv or model could not be made; the message says why in one line."""
+
+
+# -- virtual environments ------------------------------------------------------------------------
+
+
+def base_python() -> Path:
+    """The interpreter the running one was made from (a venv's own python would nest venvs)."""
+    return Path(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def venv_key(requirements: Sequence[str], python: Path | str, python_version: str | None = None) -> str:
+    """What a venv is made from: the pins in install order, and the interpreter and its version."""
+    blob = json.dumps({"requirements": list(requirements), "python": str(python),
+                       "python_version": python_version or platform.python_version()})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def venv_python(target: Path) -> Path:
+    return target / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def pip_install(python: Path, target: Path, requirements: Sequence[str], log_file: Path) -> None:
+    """A new venv at target with the requirements; torch alone first, so that its local CPU wheel
+    is the one installed (the second step, which pins it again, then leaves it where it is)."""
+    torch = [r for r in requirements if r.split("==")[0].split("[")[0].strip().lower() == "torch"]
+    steps = [[str(python), "-m", "venv", str(target)]]
+    pip = [str(venv_python(target)), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    steps += ([pip + torch] if torch else []) + [pip + list(requirements)]
+    with open(log_file, "a", encoding="utf-8") as log:
+        for cmd in steps:
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=3600, check=False)
+            if proc.returncode != 0:
+                lines = [ln for ln in log_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+                errors = [ln for ln in lines if ln.startswith("ERROR")]
+                raise PeerError(f"{' '.join(cmd[3:6])}... failed (exit {proc.returncode}): "
+                                f"{(errors or lines or ['no output'])[-1][:300]} (log: {log_file})")
+
+
+def ensure_venv(name: str, requirements: Sequence[str] | None = None, *, root: Path = VENVS,
+                python: Path | None = None, install: Callable[[Path, Path, Sequence[str], Path], None] = pip_install,
+                log: Callable[[str], None] = print) -> Path:
+    """The python of the venv root/name, made (or made again) unless it was made from these same pins
+    and interpreter. Raises PeerError if it cannot be made."""
+    requirements = tuple(REQUIREMENTS[name] if requirements is None else requirements)
+    python = python or base_python()
+    key = venv_key(requirements, python)
+    target = root / name
+    marker = target / MARKER
+    if marker.is_file() and venv_python(target).exists():
+        try:
+            if json.loads(marker.read_text()).get("key") == key:
+                return venv_python(target)
+        except ValueError:
+            pass
+        why = "its pins or Python changed"
+    else:
+        why = "none yet" if not target.exists() else "an earlier install did not finish"
+    log(f"peers: making the venv {target} ({why}): {' '.join(requirements)}")
+    if target.exists():
+        shutil.rmtree(target)
+    root.mkdir(parents=True, exist_ok=True)
+    log_file = root / f"{name}.log"
+    log_file.write_text("")
+    started = time.perf_counter()
+    install(python, target, requirements, log_file)
+    freeze = subprocess.run([str(venv_python(target)), "-m", "pip", "freeze", "--disable-pip-version-check"],
+                            capture_output=True, text=True, check=False).stdout.split()
+    marker.write_text(json.dumps({"key": key, "python": str(python), "python_version": platform.python_version(),
+                                  "requirements": list(requirements), "freeze": freeze,
+                                  "install_s": round(time.perf_counter() - started, 1)}, indent=1) + "\n")
+    return venv_python(target)
+
+
+def installed(target_python: Path) -> dict[str, str]:
+    """The versions pip installed in a venv made here, from its marker ({} for any other python)."""
+    marker = target_python.parent.parent / MARKER
+    if not marker.is_file():
+        return {}
+    pins = (line.split("==", 1) for line in json.loads(marker.read_text()).get("freeze", []) if "==" in line)
+    return {name.lower(): version for name, version in pins}
+
+
+# -- workers ------------------------------------------------------------------------------------
+
+
+def _last_error(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ") and "registered at" not in ln]
+    errors = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception", "Exit"))]
+    return ((errors or lines or ["no output"])[-1])[:300]
+
+
+def call_worker(python: Path | str, mode: str, spec: dict, threads: int, timeout: float, suffix: str = ".json",
+                texts: dict | None = None) -> dict | Path:
+    """Run peer_worker.py MODE in the given python; its JSON answer, or for `encode` the .npz path
+    (in a temporary directory the caller must remove). Raises PeerError with the worker's last error."""
+    tmp = Path(tempfile.mkdtemp(prefix="splade-peer-"))
+    spec_path, out_path = tmp / "spec.json", tmp / f"out{suffix}"
+    if texts is not None:
+        (tmp / "texts.json").write_text(json.dumps(texts))
+        spec = {**spec, "texts_file": str(tmp / "texts.json")}
+    spec_path.write_text(json.dumps({**spec, "spawned_at": time.time()}))  # cold start counts from here
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1", "FASTEMBED_CACHE_PATH": str(tmp / "fastembed-cache")}
+    env.pop("PYTHONPATH", None)
+    try:
+        # -I: the peer's venv sees neither this repository nor PYTHONPATH, only its own packages
+        proc = subprocess.run([str(python), "-I", str(WORKER), mode, str(spec_path), str(out_path)], cwd=tmp,
+                              env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PeerError(f"timed out after {timeout:.0f} s") from e
+    if proc.returncode != 0 or not out_path.is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PeerError(_last_error(proc.stderr or proc.stdout) if proc.returncode else "the worker wrote nothing")
+    if suffix != ".json":
+        return out_path
+    result = json.loads(out_path.read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def run_peer(spec: dict, timeout: float = 1800) -> dict:
+    """One timed run of a configuration from peer_configurations, merged with benchmarks.run's common
+    settings (threads, passages, queries, passage_tokens, batch_sizes, check_rows, min_seconds), as
+    benchmarks.run.run_worker: its numbers and vectors, or {"error": why}."""
+    keys = ("kind", "backend", "file_name", "model_dir", "threads", "batch_sizes", "min_seconds", "check_rows",
+            "passage_tokens", "max_length", "vocab_size")
+    try:
+        result = call_worker(spec["python"], "run", {k: spec[k] for k in keys if k in spec}, spec["threads"],
+                             timeout, texts={"passages": spec["passages"], "queries": spec["queries"]})
+    except PeerError as e:
+        return {"error": str(e)}
+    result.pop("versions", None)  # in the configuration; run's summary takes the median of every other key
+    return result
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def quantization_config(isa: Iterable[str] | None = None) -> str:
+    """sentence-transformers' dynamic quantization config for this CPU: avx512_vnni, avx512, avx2 or arm64."""
+    isa = set(machine()["isa"] if isa is None else isa)
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    return "avx512_vnni" if "avx512_vnni" in isa else "avx512" if "avx512f" in isa else "avx2"
+
+
+def model_stamp(model_dir: Path) -> list:
+    return [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in sorted(model_dir.rglob("*")) if p.is_file()]
+
+
+def prepare_st_onnx(model_dir: Path, python: Path, quantization: str, timeout: float = 3600,
+                    log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """model_dir saved by the peer's sentence-transformers with its three ONNX exports (cached per
+    model, pin set and quantization config): (the directory, the prepare report)."""
+    model_dir = Path(model_dir).resolve()
+    key = hashlib.sha256(json.dumps([str(model_dir), model_stamp(model_dir), str(python),
+                                     installed(python), quantization]).encode()).hexdigest()[:16]
+    out = PEER_MODELS / f"{model_dir.name}-{key}"
+    marker = out / "peer-prepared.json"
+    if marker.is_file():
+        return out, json.loads(marker.read_text())
+    log(f"peers: exporting {model_dir} to ONNX (plain, O3, int8 {quantization}) in {out}")
+    partial = out.with_name(out.name + ".partial")
+    PEER_MODELS.mkdir(parents=True, exist_ok=True)
+    report = call_worker(python, "prepare", {"model_dir": str(model_dir), "out_dir": str(partial),
+                                             "quantization": quantization}, 2, timeout)
+    (partial / "peer-prepared.json").write_text(json.dumps({**report, "source": str(model_dir)}, indent=1) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return out, json.loads(marker.read_text())
+
+
+def fastembed_dir(st_dir: Path, max_length: int) -> Path:
+    """A directory fastembed's SpladePP loads (specific_model_path): the optimum export as model.onnx
+    (a hard link) and the tokenizer, truncating at max_length (fastembed reads the limit from
+    tokenizer_config.json)."""
+    out = st_dir / f"fastembed-{max_length}"
+    if (out / "model.onnx").is_file():
+        return out
+    partial = st_dir / f"fastembed-{max_length}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for name in ("model.onnx", "model.onnx_data"):
+        if (st_dir / "onnx" / name).is_file():
+            try:
+                os.link(st_dir / "onnx" / name, partial / name)
+            except OSError:
+                shutil.copy2(st_dir / "onnx" / name, partial / name)
+    for name in ("tokenizer.json", "config.json", "special_tokens_map.json", "vocab.txt"):
+        if (st_dir / name).is_file():
+            shutil.copy2(st_dir / name, partial / name)
+    config = json.loads((st_dir / "tokenizer_config.json").read_text())
+    config["model_max_length"] = config["max_length"] = max_length
+    (partial / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    partial.rename(out)
+    return out
+
+
+def peer_configurations(model_dir: Path, *, max_length: int | None = None, only: Iterable[str] | None = None,
+                        log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Each peer ready to run, as a benchmarks.run configuration: {name: spec} with "label", "peer":
+    True, "python" (its venv's) and what peer_worker needs, or {"label", "unavailable": why}. Makes the
+    venvs and the ONNX exports first (both cached)."""
+    names = [n for n in PEERS if only is None or n in set(only)]
+    quantization = quantization_config()
+    configs: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    try:  # every peer runs an export made in the sentence-transformers venv
+        st_dir, report = prepare_st_onnx(model_dir, ensure_venv("st-onnx", log=log), quantization, log=log)
+    except PeerError as e:
+        failed = {"st-onnx": str(e), "fastembed": f"needs the optimum export from the st-onnx venv, which failed: {e}"}
+    if "fastembed" in names and "fastembed" not in failed:
+        try:
+            ensure_venv("fastembed", log=log)
+        except PeerError as e:
+            failed["fastembed"] = str(e)
+    for name in names:
+        peer = PEERS[name]
+        label = peer["label"].format(quantization=quantization)
+        if peer["venv"] in failed:
+            configs[name] = {"label": label, "unavailable": f"could not be set up: {failed[peer['venv']]}"}
+            continue
+        python = venv_python(VENVS / peer["venv"])
+        spec = {"label": label, "peer": True, "python": str(python), "kind": peer["kind"],
+                "venv": str(VENVS / peer["venv"]), "versions": installed(python)}
+        length = max_length or report["max_seq_length"]
+        if peer["kind"] == "st":
+            spec.update(backend=peer["backend"], file_name=peer["file_name"].format(quantization=quantization),
+                        model_dir=str(st_dir), max_length=length)
+        else:
+            config = json.loads((st_dir / "config.json").read_text())
+            spec.update(model_dir=str(fastembed_dir(st_dir, length)), vocab_size=config.get("vocab_size", 30522),
+                        how=f"SparseTextEmbedding({FASTEMBED_NAME!r}, specific_model_path=<optimum export>)")
+        configs[name] = spec
+    return configs
+
+
+FASTEMBED_NAME = "prithivida/Splade_PP_en_v1"  # as in peer_worker.FASTEMBED_SPLADE_NAME
+
+
+def reference_configuration(model_dir: Path, max_length: int | None = None) -> dict:
+    """sentence-transformers torch in this (the main) environment, run by peer_worker like the peers."""
+    from importlib.metadata import version
+
+    return {"label": "sentence-transformers torch fp32", "peer": True, "python": sys.executable, "kind": "st",
+            "backend": "torch", "model_dir": str(model_dir), "max_length": max_length,
+            "versions": {p: version(p) for p in ("sentence-transformers", "transformers", "torch")}}
+
+
+# -- quality -------------------------------------------------------------------------------------
+
+
+def int8_quality(configs: dict[str, dict], dataset_dir: Path, *, max_length: int = QUALITY_MAX_LENGTH,
+                 threads: int = 2, timeout: float = 3600, log: Callable[[str], None] = print) -> dict:
+    """nDCG@10 of the fp32 export and of the int8 model on a BEIR collection (exact search over the
+    whole corpus, splade_rt.evaluation), and the int8 vectors' active-term Jaccard against fp32's."""
+    import numpy as np
+
+    from splade_rt import SparseEmbeddings
+    from splade_rt.evaluation import load_beir, mean_metrics, search
+
+    data = load_beir(dataset_dir)
+    texts = {"documents": data.corpus_texts, "queries": data.query_texts}
+    out: dict = {"dataset": Path(dataset_dir).name, "max_length": max_length, "documents": len(data.corpus_ids),
+                 "queries": len(data.query_ids)}
+    vectors = {}
+    for name in QUALITY_CONFIGS:
+        spec = configs.get(name, {})
+        if "python" not in spec:
+            return {**out, "error": f"{name} is not available"}
+        log(f"peers: encoding {out['dataset']} with {name} (max length {max_length})")
+        keys = ("kind", "backend", "file_name", "model_dir", "vocab_size")
+        try:
+            path = call_worker(spec["python"], "encode", {**{k: spec[k] for k in keys if k in spec},
+                                                          "threads": threads, "max_length": max_length,
+                                                          "batch_size": 32}, threads, timeout, ".npz", texts)
+        except PeerError as e:
+            return {**out, "error": f"{name}: {e}"}
+        with np.load(path) as z:
+            parts = {p: SparseEmbeddings(z[f"{p}_indptr"], z[f"{p}_indices"], z[f"{p}_data"],
+                                         int(z[f"{p}_shape"][1])).to_csr() for p in texts}
+            seconds = float(z["documents_seconds"])
+        shutil.rmtree(path.parent, ignore_errors=True)
+        top, _ = search(parts["queries"], parts["documents"], top_k=100)
+        metrics = mean_metrics([[data.corpus_ids[i] for i in row] for row in top],
+                               [data.qrels[q] for q in data.query_ids])
+        out[name] = {"ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"],
+                     "document_active_dims": parts["documents"].getnnz() / parts["documents"].shape[0],
+                     "docs_per_s": len(data.corpus_ids) / seconds}
+        vectors[name] = parts
+    fp32, int8 = QUALITY_CONFIGS
+    out["ndcg@10_change"] = out[int8]["ndcg@10"] - out[fp32]["ndcg@10"]
+    for part in texts:
+        out[f"{part}_jaccard_vs_fp32"] = jaccard(vectors[fp32][part], vectors[int8][part])
+    return out
+
+
+def jaccard(a, b) -> float:
+    """Mean over rows of |active terms in both| / |active terms in either| (scipy CSR rows)."""
+    import numpy as np
+
+    a, b = a.astype(bool).astype(np.int8), b.astype(bool).astype(np.int8)
+    both = np.asarray(a.multiply(b).sum(axis=1)).ravel()
+    either = a.getnnz(axis=1) + b.getnnz(axis=1) - both
+    return float(np.mean(np.where(either > 0, both / np.maximum(either, 1), 1.0)))
+
+
+def check(reference_rows: list[dict], rows: list[dict]) -> dict:
+    """compare_rows (max abs diff, top-64 overlap, as benchmarks.run) and the active-term Jaccard."""
+    import numpy as np
+
+    n = min(len(reference_rows), len(rows))
+    pairs = [({str(t) for t in a}, {str(t) for t in b}) for a, b in zip(reference_rows[:n], rows[:n])]
+    overlap = [len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs]
+    return {**compare_rows(reference_rows, rows), "active_term_jaccard": float(np.mean(overlap)) if n else None,
+            "same_active_terms": sum(a == b for a, b in pairs) / n if n else None}
+
+
+# -- the whole run --------------------------------------------------------------------------------
+
+
+def run_peers(model_dir: Path, passages: list[str], queries: list[str], *, threads: int = 2,
+              batch_sizes: Sequence[int] = (32,), repeats: int = 1, min_seconds: float = 8.0, check_rows: int = 64,
+              passage_tokens: int | None = None, max_length: int | None = None,
+              reference_rows: list[dict] | None = None, quality_dataset: Path | None = None,
+              only: Iterable[str] | None = None, timeout: float = 1800,
+              log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Every peer on model_dir (a sentence-transformers SparseEncoder directory or a transformers
+    *ForMaskedLM one), in alternating repeats, each the median pass of >= min_seconds: {name: entry}.
+    An entry has the label, the medians of the worker's numbers (passages_per_s_b32, query_p50_ms,
+    query_p99_ms, cold_start_s, peak_rss_mib, ...), "versions", "vectors" (the first check_rows
+    passages) and "check_vs_reference"; one that could not run has {"label", "error"}.
+
+    reference_rows: sentence-transformers torch's rows for the same passages (benchmarks.run has
+    them); without them the reference runs here too, as REFERENCE, and every entry gets speedup_b<N>.
+    quality_dataset: a BEIR directory (SciFact) to measure the int8 model's retrieval loss on."""
+    started = time.perf_counter()
+    configs = peer_configurations(model_dir, max_length=max_length, only=only, log=log)
+    if reference_rows is None:
+        configs = {REFERENCE: reference_configuration(model_dir, max_length), **configs}
+    common = {"threads": threads, "passages": passages, "queries": queries, "passage_tokens": passage_tokens,
+              "batch_sizes": list(batch_sizes), "check_rows": min(check_rows, len(passages)),
+              "min_seconds": min_seconds}
+    runs: dict[str, list[dict]] = {name: [] for name, c in configs.items() if "unavailable" not in c}
+    for r in range(repeats):
+        for name, done in runs.items():
+            log(f"[{time.perf_counter() - started:6.1f}s] peers: repeat {r + 1}/{repeats}: {name}")
+            done.append(run_peer({**common, **configs[name]}, timeout))
+    results: dict[str, dict] = {}
+    for name, cfg in configs.items():
+        entry = {"label": cfg["label"]}
+        good = [r for r in runs.get(name, []) if "error" not in r]
+        if "unavailable" in cfg or not good:
+            results[name] = {**entry, "error": cfg.get("unavailable") or runs[name][0]["error"]}
+            continue
+        entry.update({k: cfg[k] for k in ("versions", "venv", "file_name", "how") if cfg.get(k)})
+        entry.update({key: statistics.median(r[key] for r in good) for key in good[0] if key != "vectors"})
+        entry["vectors"] = good[0]["vectors"]
+        results[name] = entry
+    reference_rows = reference_rows if reference_rows is not None else results.get(REFERENCE, {}).get("vectors")
+    for entry in results.values():
+        if reference_rows is not None and "vectors" in entry:
+            entry["check_vs_reference"] = check(reference_rows, entry["vectors"])
+    if REFERENCE in results and "error" not in results[REFERENCE]:
+        ref = results[REFERENCE]
+        for entry in results.values():
+            for bs in batch_sizes:
+                key = f"passages_per_s_b{bs}"
+                if key in entry and key in ref:
+                    entry[f"speedup_b{bs}"] = entry[key] / ref[key]
+    if quality_dataset is not None and "st-onnx-int8" in results and "error" not in results["st-onnx-int8"]:
+        results["st-onnx-int8"]["quality"] = int8_quality(configs, quality_dataset, threads=threads,
+                                                          timeout=timeout, log=log)
+    return results
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def count_tokens(model_dir: Path, texts: list[str], max_length: int | None) -> int | None:
+    """Passage tokens (special tokens included, truncated), for tokens/s; None without a tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    if not (Path(model_dir) / "tokenizer.json").is_file():
+        return None
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length or 512)
+    return sum(len(e.ids) for e in tok.encode_batch(texts))
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [(f"Model: {report['model']}. Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), "
+              f"{report['threads']} intra-op threads; {report['date']}; {report['passages']} passages, "
+              f"{report['queries']} queries, median of {report['repeats']} alternating repeats (each the median "
+              f"pass of >= {report['min_seconds']:g} s). Command: `{report['command']}`."), "",
+             ("| configuration | passages/s b32 | x ST b32 | query p50 ms | p99 ms | cold start s | peak RSS MiB | "
+              "max abs diff | top-64 overlap | active-term Jaccard | versions |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(entry, key, fmt):
+        v = entry.get(key)
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    for e in report["results"].values():
+        if "error" in e:
+            lines.append(f"| {e['label']} | failed: {e['error']} |" + " |" * 9)
+            continue
+        chk = e.get("check_vs_reference", {})
+        pins = ", ".join(f"{k} {v}" for k, v in e.get("versions", {}).items()
+                         if k in ("sentence-transformers", "transformers", "optimum-onnx", "fastembed", "onnxruntime"))
+        lines.append(" | ".join([
+            f"| {e['label']}", f(e, "passages_per_s_b32", ".1f"), f(e, "speedup_b32", ".2f") + "x",
+            f(e, "query_p50_ms", ".2f"), f(e, "query_p99_ms", ".2f"), f(e, "cold_start_s", ".2f"),
+            f(e, "peak_rss_mib", ".0f"), f(chk, "max_abs_diff", ".1e"), f(chk, "top64_overlap", ".4f"),
+            f(chk, "active_term_jaccard", ".4f"), pins]) + " |")
+    q = report["results"].get("st-onnx-int8", {}).get("quality")
+    if q and "error" not in q:
+        lines += ["", (f"int8 retrieval loss on {q['dataset']} ({q['documents']} documents, {q['queries']} queries, "
+                       f"max length {q['max_length']}): nDCG@10 {q['st-onnx-int8']['ndcg@10']:.4f} against "
+                       f"{q['st-onnx']['ndcg@10']:.4f} for the fp32 export ({q['ndcg@10_change']:+.4f}); active-term "
+                       f"Jaccard against fp32: documents {q['documents_jaccard_vs_fp32']:.4f}, queries "
+                       f"{q['queries_jaccard_vs_fp32']:.4f}.")]
+    elif q:
+        lines += ["", f"int8 retrieval loss: not measured ({q['error']})."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", type=Path, help="a sentence-transformers or transformers MLM directory "
+                                                  "(default: the bundled tiny model in sentence-transformers layout)")
+    p.add_argument("--base-size", action="store_true", help="the random base-size model (benchmarks.base_size)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 32 passages, one pass, no quality run")
+    p.add_argument("--repeats", type=int, help="alternating repeats per configuration (default 3; quick 1)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--min-seconds", type=float, default=8.0)
+    p.add_argument("--max-length", type=int, help="truncate at this many tokens (base-size default 256)")
+    p.add_argument("--only", nargs="*", help="peer names to run (the reference always runs)")
+    p.add_argument("--no-quality", action="store_true", help="skip the int8 model's SciFact evaluation")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--name", help="result file stem (default peers-<machine>-<date>[-base-size])")
+    args = p.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    started = time.perf_counter()
+    max_length = args.max_length
+    if args.base_size:
+        from .base_size import MAX_LENGTH, build
+
+        model_dir, _ = build(CACHE / "base-size")
+        max_length = max_length or MAX_LENGTH
+        model = "random BERT-base (768 x 12, vocab 30522), SPLADE-like head (benchmarks.base_size)"
+    elif args.model_dir:
+        model_dir, model = args.model_dir, str(args.model_dir)
+    else:
+        shared = SHARED / "models" / "splade-tiny-msmarco-st"
+        if shared.is_dir():
+            model_dir = shared
+        else:
+            from .common import prepare_models
+
+            model_dir = prepare_models(None, naive=False)["st"]
+        model = "splade-tiny-msmarco (bundled), sentence-transformers layout"
+    passages, queries = load_texts(args.quick)
+    scifact = SHARED / "data" / "scifact"
+    quality = None if (args.quick or args.no_quality or args.base_size or not scifact.is_dir()) else scifact
+    results = run_peers(model_dir, passages, queries, threads=args.threads, repeats=repeats,
+                        min_seconds=0 if args.quick else args.min_seconds, check_rows=min(64, len(passages)),
+                        passage_tokens=count_tokens(model_dir, passages, max_length), max_length=max_length,
+                        quality_dataset=quality, only=args.only, log=lambda s: print(s, flush=True))
+    report = {"model": model, "model_dir": str(model_dir), "machine": machine(), "date": date.today().isoformat(),
+              "threads": args.threads, "repeats": repeats, "min_seconds": 0 if args.quick else args.min_seconds,
+              "quick": args.quick, "passages": len(passages), "queries": len(queries), "max_length": max_length,
+              "requirements": {k: list(v) for k, v in REQUIREMENTS.items()},
+              "command": " ".join(["python -m benchmarks.peers"] + (argv if argv is not None else sys.argv[1:])),
+              "results": {k: {kk: vv for kk, vv in v.items() if kk != "vectors"} for k, v in results.items()},
+              "wall_s": round(time.perf_counter() - started, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or (f"peers-{platform.machine()}-{os.cpu_count()}cpu-{report['date']}"
+                         + ("-base-size" if args.base_size else "") + ("-quick" if args.quick else ""))
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.out / f"{stem}.md").write_text(table)
+    print(table)
+    print(f"wrote {args.out / stem}.{{json,md}} in {report['wall_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

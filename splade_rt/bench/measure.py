@@ -1,0 +1,108 @@
+"""The measurements every benchmark reports, written once: machine, latency, throughput, memory.
+
+No dependency beyond numpy, so a plain `pip install splade-rt` can measure itself.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+# the vector extensions the int8 kernels use, in the order of what they add
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+
+
+def machine_info() -> dict[str, Any]:
+    """The CPU (model, cores, int8-relevant extensions) and Python, for a result file: a throughput
+    number means little without them (the int8 screen is fast only with VNNI)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read().splitlines()
+    except OSError:
+        info = []
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+               platform.processor() or "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": [f for f in ISA_FLAGS if f in flags],
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def peak_rss_mib() -> float:
+    """VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would inherit the peak of
+    the (big) parent it was forked from."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def query_latencies(encode: Callable[[list[str], int], Any], queries: Sequence[str]) -> dict[str, float]:
+    """p50/p99 of one query at a time (batch 1), tokenizer included, after one warm-up call."""
+    encode([queries[0]], 1)
+    seconds = []
+    for q in queries:
+        start = time.perf_counter()
+        encode([q], 1)
+        seconds.append(time.perf_counter() - start)
+    return {"query_p50_ms": float(np.percentile(seconds, 50) * 1000),
+            "query_p99_ms": float(np.percentile(seconds, 99) * 1000)}
+
+
+def throughput(encode: Callable[[list[str], int], Any], passages: list[str], batch_size: int, tokens: int,
+               min_seconds: float = 0.0) -> tuple[dict[str, float], Any]:
+    """Passages/s and tokens/s at one batch size: passes over all passages until min_seconds have gone
+    by, the median pass counts (one pass slowed by a neighbour on a shared machine does not decide),
+    after a warm-up of the shapes this batch size uses. Returns the numbers and the last output."""
+    encode(passages[:batch_size], batch_size)
+    passes, started, out = [], time.perf_counter(), None
+    while not passes or time.perf_counter() - started < min_seconds:
+        start = time.perf_counter()
+        out = encode(passages, batch_size)
+        passes.append(time.perf_counter() - start)
+    seconds = float(np.median(passes))
+    return {f"passes_b{batch_size}": len(passes), f"passages_per_s_b{batch_size}": len(passages) / seconds,
+            f"tokens_per_s_b{batch_size}": tokens / seconds}, out
+
+
+def gpu_memory_mib() -> float | None:
+    """This process's GPU memory as the driver reports it (nvidia-smi), None where there is none."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    used = [float(m) for pid, m in (line.split(",") for line in out.splitlines() if "," in line)
+            if int(pid) == os.getpid()]
+    return sum(used) if used else 0.0
+
+
+def compare_rows(reference: list[dict], rows: list[dict], k: int = 64) -> dict:
+    """Max abs difference and mean top-k overlap of sparse rows ({token id: weight}, keys may be JSON
+    strings) against the reference rows, by the export parity check's own definitions."""
+    from splade_rt.export.parity import compare
+
+    def dense(sparse_rows: list[dict], dim: int) -> np.ndarray:
+        out = np.zeros((len(sparse_rows), dim), np.float32)
+        for r, row in enumerate(sparse_rows):
+            out[r, [int(t) for t in row]] = list(row.values())
+        return out
+
+    n = min(len(reference), len(rows))
+    dim = 1 + max((int(t) for row in reference[:n] + rows[:n] for t in row), default=0)
+    stats = compare(dense(reference[:n], dim), dense(rows[:n], dim), top=k)
+    return {"max_abs_diff": stats["max_abs_diff"], f"top{k}_overlap": stats[f"top{k}_overlap_mean"]}

@@ -1,0 +1,114 @@
+"""One configuration, measured in its own process so its memory and cold start are its own.
+
+Run as `python -m splade_rt.bench.worker SPEC.json OUT.json` (by bench.runner). Cold start is
+counted from the moment the parent spawned the process (`spawned_at` in the spec): interpreter,
+imports, load and first encode, as a user sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .measure import gpu_memory_mib, peak_rss_mib, query_latencies, throughput
+
+
+class SentenceTransformersEncoder:
+    """sentence-transformers' SparseEncoder: from its own directory (st_dir) or, for a plain
+    transformers directory, built from the fill-mask Transformer and SpladePooling (mlm_dir)."""
+
+    def __init__(self, spec: dict) -> None:
+        import torch
+        from sentence_transformers import SparseEncoder
+
+        torch.set_num_threads(spec["threads"])
+        self.imported = time.time()
+        kwargs = {"backend": spec["backend"]} if spec.get("backend") else {}
+        device = spec.get("device", "cpu")
+        if spec.get("st_dir"):
+            self.model = SparseEncoder(spec["st_dir"], device=device, **kwargs)
+        else:
+            from sentence_transformers.base.modules import Transformer
+            from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+            modules = [Transformer(spec["mlm_dir"], transformer_task="fill-mask"),
+                       SpladePooling(pooling_strategy="max", activation_function=spec.get("activation", "relu"))]
+            self.model = SparseEncoder(modules=modules, device=device, **kwargs)
+        if spec.get("fp16"):
+            self.model.half()
+        if spec.get("max_length"):
+            self.model.max_seq_length = spec["max_length"]
+
+    def encode(self, texts: list[str], batch_size: int):
+        return self.model.encode_document(texts, batch_size=batch_size, convert_to_tensor=True)
+
+    def rows(self, result, n: int) -> list[dict[int, float]]:
+        dense = result.to_dense()[:n].float().cpu().numpy()
+        return [{int(i): float(r[i]) for i in np.flatnonzero(r)} for r in dense]
+
+
+class SpladeRtEncoder:
+    def __init__(self, spec: dict) -> None:
+        from splade_rt import SpladeEncoder
+
+        self.imported = time.time()
+        kwargs = {"variant": spec.get("variant"), "threads": spec["threads"], "workers": spec.get("workers")}
+        for key in ("max_length", "max_batch_tokens"):
+            if spec.get(key):
+                kwargs[key] = spec[key]
+        self.model = SpladeEncoder(spec["export_dir"], device=spec.get("device", "cpu"), **kwargs)
+        self.provider = self.model.provider
+        self.graph = self.model.placement.file
+
+    def encode(self, texts: list[str], batch_size: int):
+        return self.model.encode_document(texts, batch_size=batch_size)
+
+    def rows(self, result, n: int) -> list[dict[int, float]]:
+        return result[:n].to_dicts()
+
+
+def measure(spec: dict) -> dict[str, Any]:
+    spawned = spec.get("spawned_at", time.time())
+    enc = (SentenceTransformersEncoder if spec["kind"] == "st" else SpladeRtEncoder)(spec)
+    loaded = time.time()
+    passages, queries = spec["passages"], spec["queries"]
+    enc.encode([queries[0]], 1)
+    result: dict[str, Any] = {"import_s": enc.imported - spawned, "load_s": loaded - enc.imported,
+                              "cold_start_s": time.time() - spawned}
+    for key in ("provider", "graph"):
+        if hasattr(enc, key):
+            result[key] = getattr(enc, key)
+    if spec.get("memory_only"):
+        start = time.perf_counter()
+        enc.encode(passages, spec["memory_batch"])
+        result["memory_encode_s"] = time.perf_counter() - start
+        result["peak_rss_mib"] = peak_rss_mib()
+        return result
+    result.update(query_latencies(enc.encode, queries))
+    out = None
+    for batch_size in spec["batch_sizes"]:
+        numbers, out = throughput(enc.encode, passages, batch_size, spec["passage_tokens"],
+                                  spec.get("min_seconds", 0))
+        result.update(numbers)
+    result["vectors"] = enc.rows(out, spec["check_rows"])
+    result["peak_rss_mib"] = peak_rss_mib()
+    gpu = gpu_memory_mib() if spec.get("device", "cpu") != "cpu" else None
+    if gpu is not None:
+        result["gpu_memory_mib"] = gpu
+    return result
+
+
+def main(spec_path: str, out_path: str) -> None:
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    result = measure(spec)
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

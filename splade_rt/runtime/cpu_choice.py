@@ -1,0 +1,96 @@
+"""Which exact CPU graph is faster on this CPU: the int8-screened one or plain fp32.
+
+The screened graph's speed comes from int8 dot products. CPUs with VNNI (AVX-512 VNNI, AVX-VNNI,
+AMX) run them in one instruction, and there the screened graph wins by a wide margin; without VNNI
+onnxruntime emulates them and the margin shrinks, possibly below zero for a base-size model whose
+encoder dominates. Both graphs give the same vectors, so the choice is only about speed:
+
+* with VNNI, the screened graph, no measurement;
+* without, both graphs are timed once on a synthetic batch and the faster is kept; the result is
+  cached per graph pair and CPU model (in ~/.cache/splade-rt/cpu-choice.json), so later loads
+  cost nothing.
+
+`SpladeEncoder(variant="fp32-screened" | "fp32")` forces either; `SPLADE_RT_CPU_GRAPH` does the same
+for a whole deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..bench.measure import machine_info
+from ..manifest import ATTENTION_MASK, INPUT_IDS, TOP_K, Manifest
+
+logger = logging.getLogger("splade_rt")
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_tile")
+ENV = "SPLADE_RT_CPU_GRAPH"
+
+
+def cache_file() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "splade-rt" / "cpu-choice.json"
+
+
+def has_vnni(isa: list[str] | None = None) -> bool:
+    isa = machine_info()["isa"] if isa is None else isa
+    return any(flag in isa for flag in VNNI_FLAGS)
+
+
+def choose_cpu_precision(manifest: Manifest, session_factory, isa: list[str] | None = None) -> str | None:
+    """The faster exact CPU precision for this CPU, or None to keep the default order.
+    session_factory(precision) -> an onnxruntime session over that graph, for the one-off timing."""
+    forced = os.environ.get(ENV)
+    if forced:
+        if forced not in ("fp32-screened", "fp32"):
+            raise ValueError(f"{ENV}={forced!r}: expected fp32-screened or fp32")
+        return forced
+    screened, fp32 = manifest.graph("fp32-screened"), manifest.graph("fp32")
+    if screened is None or fp32 is None or has_vnni(isa):
+        return None
+    info = machine_info() if isa is None else {"cpu": "given", "isa": isa}
+    key = f"{screened.sha256[:16]}:{fp32.sha256[:16]}:{info['cpu']}"
+    cached = _read_cache().get(key)
+    if cached in ("fp32-screened", "fp32"):
+        return cached
+    timings = {p: _time(session_factory(p), manifest) for p in ("fp32-screened", "fp32")}
+    choice = min(timings, key=timings.get)
+    logger.info("splade-rt: no VNNI on this CPU; timed the exact graphs once (%s), using %s",
+                ", ".join(f"{p} {t * 1000:.1f} ms" for p, t in timings.items()), choice)
+    _write_cache({**_read_cache(), key: choice})
+    return choice
+
+
+def _time(session, manifest: Manifest, rows: int = 8, tokens: int = 128, repeats: int = 3) -> float:
+    """Best of a few runs on a synthetic batch of document-sized inputs."""
+    ids = np.random.default_rng(0).integers(1000, manifest.model.vocab_size, (rows, tokens), dtype=np.int64)
+    feed = {INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), TOP_K: np.array([1], np.int64)}
+    session.run(None, feed)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(data: dict) -> None:
+    try:
+        path = cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    except OSError:  # a read-only home: the choice is remade next time, nothing else changes
+        pass

@@ -1,0 +1,99 @@
+"""The opt-in int8 encoder graph, the CPU graph choice, and splade-bench as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from splade_rt import SpladeEncoder
+from splade_rt.export.pipeline import export_model
+from splade_rt.manifest import read_manifest
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "export"
+    export_model(None, out, fp16=False, int8=True, log=lambda _: None)
+    return out
+
+
+def test_int8_graph_is_opt_in_quantizes_only_the_encoder_and_keeps_the_top_terms(int8_export, real_pairs):
+    manifest = read_manifest(int8_export)
+    int8 = manifest.graph("int8")
+    assert int8 is not None and int8.providers == ("CPUExecutionProvider",)
+    assert manifest.parity["int8"]["passed"]
+    assert SpladeEncoder(int8_export, device="cpu").placement.precision == "fp32-screened"  # never the default
+
+    model = onnx.load(str(int8_export / int8.name))
+    encoder_ops = {n.op_type for n in model.graph.node if not n.name.startswith("splade/")}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= encoder_ops or "QAttention" in encoder_ops
+    screened = onnx.load(str(int8_export / manifest.graph("fp32-screened").name))
+    head = [n.op_type for n in model.graph.node if n.name.startswith("splade/")]
+    assert head == [n.op_type for n in screened.graph.node if n.name.startswith("splade/")]  # the same exact head
+
+    texts = real_pairs[1][:40] + real_pairs[0][:40]
+    fast = SpladeEncoder(int8_export, device="cpu", variant="int8").encode(texts, top_k=64)
+    exact = SpladeEncoder(int8_export, device="cpu", variant="fp32").encode(texts, top_k=64)
+    overlap = np.mean([len(set(a.indices) & set(b.indices)) / max(len(b), 1) for a, b in zip(fast, exact)])
+    assert 0.85 <= overlap < 1.0  # close, and really a different (quantized) computation
+
+
+def test_without_vnni_the_faster_exact_graph_is_timed_once_and_cached(export_dir, tmp_path, monkeypatch):
+    from splade_rt.runtime import cpu_choice
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(cpu_choice.ENV, raising=False)
+    manifest = read_manifest(export_dir)
+    timed = []
+
+    def factory(precision):
+        timed.append(precision)
+
+        class Session:  # fp32 made to look faster: the choice must follow the measurement
+            def run(self, *args):
+                import time
+
+                time.sleep(0.002 if precision == "fp32" else 0.02)
+        return Session()
+
+    assert cpu_choice.choose_cpu_precision(manifest, factory, isa=["avx2", "avx512_vnni"]) is None  # VNNI
+    assert timed == []
+    assert cpu_choice.choose_cpu_precision(manifest, factory, isa=["avx2"]) == "fp32"
+    assert sorted(timed) == ["fp32", "fp32-screened"]
+    assert cpu_choice.choose_cpu_precision(manifest, factory, isa=["avx2"]) == "fp32"  # cached: no new timing
+    assert len(timed) == 2 and cpu_choice.cache_file().is_file()
+    monkeypatch.setenv(cpu_choice.ENV, "fp32-screened")
+    assert cpu_choice.choose_cpu_precision(manifest, factory, isa=["avx2"]) == "fp32-screened"
+    monkeypatch.setenv(cpu_choice.ENV, "int4")
+    with pytest.raises(ValueError, match="SPLADE_RT_CPU_GRAPH='int4'"):
+        cpu_choice.choose_cpu_precision(manifest, factory, isa=["avx2"])
+
+
+def test_splade_bench_measures_an_export_beside_sentence_transformers(export_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "splade_rt.bench.cli", str(export_dir), "--limit", "24",
+                           "--batch-size", "8", "--min-seconds", "0", "--threads", "1", "--compare", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["machine"]["cores"] >= 1 and "isa" in report["machine"] and report["passages"] == 24
+    rt, st = report["results"]["splade-rt"], report["results"]["sentence-transformers"]
+    assert rt["provider"] == "CPUExecutionProvider" and rt["graph"] == "model.screened.onnx"
+    for entry in (rt, st):
+        assert entry["passages_per_s_b8"] > 0 and 0 < entry["query_p50_ms"] <= entry["query_p99_ms"]
+        assert entry["peak_rss_mib"] > 0 and entry["cold_start_s"] > 0
+    assert rt["check_vs_sentence_transformers"]["max_abs_diff"] <= 1e-4  # the same vectors
+    assert rt["x_sentence_transformers_b8"] == pytest.approx(rt["passages_per_s_b8"] / st["passages_per_s_b8"])
+    assert "splade-rt default cpu [CPUExecutionProvider, model.screened.onnx]" in proc.stdout
+    assert "passages/s" in proc.stdout and "x ST" in proc.stdout
+
+
+def test_splade_bench_bad_input_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "splade_rt.bench.cli", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such directory" in proc.stderr
