@@ -6,7 +6,6 @@ Each helper lives here once; the scripts import it from here, never from one ano
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import numpy as np

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "query_active_dims", "documents", "queries")}})
             if with_ref:
                 ref = report["reference"]
-                rows.append({"dataset": name, "variant": "torch reference", "published_ndcg@10": PUBLISHED_NDCG10.get(name),
+                rows.append({"dataset": name, "variant": "torch reference",
+                             "published_ndcg@10": PUBLISHED_NDCG10.get(name),
                              **{k: ref[k] for k in ("metrics", "docs_per_second", "document_active_dims",
                                                     "query_active_dims")}})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(json.dumps({"max_length": args.max_length, "rows": rows}, indent=2) + "\n")
     lines = [(f"Retrieval quality, max length {args.max_length}, exact dot-product search over each whole corpus "
               f"(`python -m benchmarks.eval_all`)."), "",
-             "| dataset | variant | nDCG@10 | vs published | vs torch | MRR@10 | MAP@100 | recall@10 | docs/s | doc dims |",
+             "| dataset | variant | nDCG@10 | vs published | vs torch | MRR@10 | MAP@100 | recall@10 | docs/s "
+             "| doc dims |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     torch_ndcg = {r["dataset"]: r["metrics"]["ndcg@10"] for r in rows if r["variant"] == "torch reference"}
     for r in rows:
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         vs_torch = f"{m['ndcg@10'] - torch_ndcg[r['dataset']]:+.4f}" if r["dataset"] in torch_ndcg else "-"
         published = r["published_ndcg@10"]
         vs_published = "-" if published is None else f"{m['ndcg@10'] - published:+.4f}"
-        lines.append(f"| {r['dataset']} | {r['variant']} | {m['ndcg@10']:.4f} | {vs_published} | {vs_torch} | {m['mrr@10']:.4f} | "
+        lines.append(f"| {r['dataset']} | {r['variant']} | {m['ndcg@10']:.4f} | {vs_published} | {vs_torch} | "
+                     f"{m['mrr@10']:.4f} | "
                      f"{m['map@100']:.4f} | {m['recall@10']:.4f} | {r['docs_per_second']:.1f} | "
                      f"{r['document_active_dims']:.1f} |")
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -28,7 +28,7 @@ Running it on a lent GPU (H100/H200: python3 3.12, torch 2.11 CUDA 13, CPU-only 
 network, 64 MiB per call with the checkout's ~19 MiB). Here, in the checkout's root, once:
 
     bash ../shared/tools/ort-gpu-chunks.sh     # onnxruntime-gpu 1.31.1 in 40 MiB pieces: .ortgpu/00 .. 06
-    python -m benchmarks.gpu_carry             # benchmarks/.cache/gpu-carry: export + SciFact, ~31 MB
+    python -m benchmarks.gpu_carry             # benchmarks/.cache/gpu-carry: export + SciFact, ~29 MiB
 
 Then these seven `run` calls back to back (a machine keeps what earlier calls left only while it is
 warm, 30 s after each call; if one goes cold, start again from the first):
@@ -36,7 +36,8 @@ warm, 30 s after each call; if one goes cold, start again from the first):
     run(command="ls -l .ortgpu/*", carry=[".ortgpu/00"], timeout_s=60)
     run(command="ls -l .ortgpu/*", carry=[".ortgpu/01"], timeout_s=60)
     ... the same with .ortgpu/02, .ortgpu/03, .ortgpu/04, .ortgpu/05 ...
-    run(command="PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_check --install 2>&1 | tee $OUT/gpu-check.log",
+    run(command="set -o pipefail; PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_check --install 2>&1 "
+                "| tee $OUT/gpu-check.log",
         carry=[".ortgpu/06", "benchmarks/.cache/gpu-carry"], timeout_s=480)
 
 then give_back. The last call prints the summary and returns the JSON, Markdown and PNG (and the log)
@@ -48,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -59,6 +61,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -105,7 +108,7 @@ FIELDS = {
 def install_ort_gpu(root: Path = ORTGPU) -> dict[str, Any]:
     """Join root/NN/part-NN into the wheel and unpack it into root/site (what pip does for a wheel with
     no .data folder; zipfile checks every member's CRC, so a damaged piece fails here). Reused when
-    root/site already holds these pieces' wheel."""
+    root/site already holds the wheel these pieces make (same sha256: ort-gpu-chunks.sh prints its start)."""
     started = time.perf_counter()
     pieces = sorted(root.glob("[0-9]*/part-*"), key=lambda p: p.name)
     if not pieces:
@@ -117,11 +120,17 @@ def install_ort_gpu(root: Path = ORTGPU) -> dict[str, Any]:
         raise RuntimeError(f"--install: pieces {', '.join(f'part-{n:02d}' for n in missing) or '(duplicates)'} "
                            f"missing from {root} (have {', '.join(p.name for p in pieces)})")
     total = sum(p.stat().st_size for p in pieces)
+    digest = hashlib.sha256()
+    for piece in pieces:
+        with open(piece, "rb") as f:
+            while block := f.read(1 << 24):
+                digest.update(block)
     site, marker = root / "site", root / "site" / ".pieces"
-    stamp = f"{len(pieces)} pieces, {total} bytes"
+    stamp = f"{len(pieces)} pieces, {total} bytes, sha256 {digest.hexdigest()}"
+    found = {"bytes": total, "pieces": len(pieces), "sha256": digest.hexdigest()[:16], "site": str(site)}
     if marker.is_file() and marker.read_text() == stamp:
-        return {"wheel": (site / ".wheel").read_text(), "bytes": total, "pieces": len(pieces), "reused": True,
-                "site": str(site), "seconds": round(time.perf_counter() - started, 1)}
+        return {"wheel": (site / ".wheel").read_text(), **found, "reused": True,
+                "seconds": round(time.perf_counter() - started, 1)}
     joined = root / "joined.whl.partial"
     with open(joined, "wb") as out:
         for piece in pieces:
@@ -140,15 +149,14 @@ def install_ort_gpu(root: Path = ORTGPU) -> dict[str, Any]:
             if site.exists():
                 shutil.rmtree(site)
             z.extractall(site)
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise RuntimeError(f"--install: the joined pieces ({stamp}) are not a valid wheel ({e}): a piece is "
                            "missing, truncated or from another download") from None
     finally:
         joined.unlink(missing_ok=True)
     (site / ".wheel").write_text(f"{wheel}.whl")
     marker.write_text(stamp)
-    return {"wheel": f"{wheel}.whl", "bytes": total, "pieces": len(pieces), "reused": False, "site": str(site),
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {"wheel": f"{wheel}.whl", **found, "reused": False, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def activate_site(site: Path) -> None:
@@ -677,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the GPU machine has no network: never wait on a hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
@@ -686,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.install:
         log("installing onnxruntime-gpu from the pieces under .ortgpu/")
         install = install_ort_gpu()
-        log(f"    {install['wheel']}: {install['pieces']} pieces, {install['bytes'] / 2**20:.0f} MiB, "
+        log(f"    {install['wheel']}: {install['pieces']} pieces, {install['bytes'] / 2**20:.0f} MiB, sha256 "
+            f"{install['sha256']}..., "
             f"{'reused' if install['reused'] else 'unpacked'} in {install['seconds']} s")
     if not dry and (ORTGPU / "site" / "onnxruntime").is_dir():
         activate_site(ORTGPU / "site")

@@ -110,7 +110,6 @@ def make_model(family: str, directory: Path, *, layout: str = "transformers", ac
     from transformers import AutoTokenizer
 
     from splade_rt.export.architectures import ARCHITECTURES
-    from splade_rt.export.reference import body_inputs, without_decoder
 
     directory = Path(directory)
     model_dir = directory if layout in ("transformers", "st-old") else directory.with_name(directory.name + "-mlm")

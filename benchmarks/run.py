@@ -17,9 +17,7 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -153,7 +151,7 @@ def summarize(configs: dict, runs: dict, memory: dict) -> dict:
             entry["peak_rss_mib_b64x256"] = memory[name].get("peak_rss_mib", memory[name].get("error"))
         out[name] = entry
     ref = out.get(REFERENCE, {})
-    for name, entry in out.items():
+    for entry in out.values():
         for key in ("passages_per_s_b32", "passages_per_s_b128"):
             if key in entry and key in ref:
                 entry[key.replace("passages_per_s", "speedup")] = entry[key] / ref[key]

@@ -69,9 +69,9 @@ def make_tiny_model(directory: Path, *, tied: bool = True, layout: str = "transf
     import torch
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-    words = ("the a of to and in is was for on with as by at from it that this be are what how why who "
-             "capital city country music song musical clown egg boil water cell gene protein cancer "
-             "vitamin bone immune vaccine climate weather rain river sea ##s ##ing ##ed ##er ##ly").split()
+    words = ("the a of to and in is was for on with as by at from it that this be are what how why who capital "
+             "city country music song musical clown egg boil water cell gene protein cancer vitamin bone immune "
+             "vaccine climate weather rain river sea ##s ##ing ##ed ##er ##ly").split()
     vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(3)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab += [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(i) for i in range(10)] + list(".,?!'-")
     vocab += [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)] + words

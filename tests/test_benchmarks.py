@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from splade_rt.bench.measure import compare_rows
 from benchmarks.run import REFERENCE, main
+from splade_rt.bench.measure import compare_rows
 
 
 def test_quick_benchmark_runs_and_checks_every_configuration(tmp_path):
@@ -32,7 +32,8 @@ def test_quick_benchmark_runs_and_checks_every_configuration(tmp_path):
         assert entry["tokens_per_s_b32"] / entry["passages_per_s_b32"] == pytest.approx(report["mean_passage_tokens"])
         assert entry["speedup_b32"] == pytest.approx(entry["passages_per_s_b32"] / ref["passages_per_s_b32"])
         check = entry["check_vs_reference"]
-        assert check["max_abs_diff"] <= 1e-4 and check["top64_overlap"] >= 0.999, (name, check)  # a fast wrong answer shows
+        # a fast wrong answer shows
+        assert check["max_abs_diff"] <= 1e-4 and check["top64_overlap"] >= 0.999, (name, check)
         # the table says what the JSON says, one row per configuration
         assert f"| {entry['label']} | {entry['passages_per_s_b32']:.1f} | - | {entry['speedup_b32']:.2f}x |" in table
     for name in set(results) - timed:  # a configuration that could not run says why, in its row

@@ -15,11 +15,23 @@ from scipy.sparse import csr_matrix
 
 from splade_rt.errors import DatasetError
 from splade_rt.evaluation import (
-    document_text, load_beir, mean_metrics, metric_names, query_metrics, read_records, search, top_k_rows,
+    document_text,
+    load_beir,
+    mean_metrics,
+    metric_names,
+    query_metrics,
+    read_records,
+    search,
+    top_k_rows,
 )
 from splade_rt.evaluation.cli import main
 from splade_rt.evaluation.metrics import (
-    accuracy_at_k, average_precision_at_k, ndcg_at_k, precision_at_k, recall_at_k, reciprocal_rank_at_k,
+    accuracy_at_k,
+    average_precision_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    reciprocal_rank_at_k,
 )
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -87,7 +99,8 @@ def test_ndcg_binary_gains_count_every_relevant_document_as_one():
     # with binary qrels the conventions agree
     assert ndcg_at_k(RANKING, BINARY, 10, "binary") == ndcg_at_k(RANKING, BINARY, 10, "graded")
     # gains change nDCG only
-    graded, binary = (mean_metrics([["a", "b", "c"], ["d"]], [grades, {"d": 2, "e": 1}], g) for g in ("graded", "binary"))
+    graded, binary = (mean_metrics([["a", "b", "c"], ["d"]], [grades, {"d": 2, "e": 1}], g)
+                      for g in ("graded", "binary"))
     assert graded["ndcg@10"] != binary["ndcg@10"]
     assert {n: v for n, v in graded.items() if n != "ndcg@10"} == {n: v for n, v in binary.items() if n != "ndcg@10"}
     with pytest.raises(ValueError, match="gains"):

@@ -20,8 +20,18 @@ import pytest
 from benchmarks.gpu_check import BARS, FIELDS, MEMORY_VARIANTS, BindingSpy, install_ort_gpu
 from splade_rt import DeviceError, SpladeEncoder
 from splade_rt.manifest import read_manifest
-from splade_rt.runtime.session import CPU, CUDA, PROVIDERS, TENSORRT, GpuSettings, Target, choose_graph
-from splade_rt.runtime.session import parse_bytes, parse_device, trt_cache_dir
+from splade_rt.runtime.session import (
+    CPU,
+    CUDA,
+    PROVIDERS,
+    TENSORRT,
+    GpuSettings,
+    Target,
+    choose_graph,
+    parse_bytes,
+    parse_device,
+    trt_cache_dir,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_ONLY = CUDA not in ort.get_available_providers()

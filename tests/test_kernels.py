@@ -93,7 +93,8 @@ def test_screened_head_never_misses_a_positive_logit(model, case, centring):
         if case == "near_threshold":
             # shift each vocab entry's max logit to just above or below zero, inside the int8 error
             exact = (states.astype(np.float64) @ weight.T.astype(np.float64)).max(axis=(0, 1))
-            b = (-exact + rng.choice([-1, 1], size=exact.shape) * rng.uniform(1e-4, 2e-2, exact.shape)).astype(np.float32)
+            shift = rng.choice([-1, 1], size=exact.shape) * rng.uniform(1e-4, 2e-2, exact.shape)
+            b = (-exact + shift).astype(np.float32)
         elif case == "large_norm":
             states *= 1e3
         elif case == "outlier":

@@ -56,12 +56,14 @@ BROKEN = [
 @pytest.mark.parametrize("edit,message", BROKEN, ids=[m.split("'")[1] if "'" in m else m for _, m in BROKEN])
 def test_a_broken_manifest_is_one_error_naming_the_field(export_dir, tmp_path, edit, message):
     broken = edited(export_dir, tmp_path, edit)
-    with pytest.raises(ExportDirError, match="splade.json: ") as info:
+    with pytest.raises(ExportDirError, match=r"splade\.json: ") as info:
         SpladeEncoder(broken, device="cpu")
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_every_cli_says_it_in_one_line(export_dir, tmp_path, capsys):
+    from splade_rt.bench.cli import main as bench_main
+    from splade_rt.bulk.cli import main as corpus_main
     from splade_rt.evaluation.cli import main as eval_main
     from splade_rt.export.cli import main as export_main
     from splade_rt.runtime.cli import main as encode_main
@@ -74,7 +76,10 @@ def test_every_cli_says_it_in_one_line(export_dir, tmp_path, capsys):
     (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     for name, main, argv in (("splade-encode", encode_main, [str(broken), "text"]),
                              ("splade-eval", eval_main, [str(broken), str(data)]),
-                             ("splade-export", export_main, ["--check", str(broken)])):
+                             ("splade-export", export_main, ["--check", str(broken)]),
+                             ("splade-encode-corpus", corpus_main,
+                              [str(broken), str(data / "corpus.jsonl"), "-o", str(tmp_path / "vectors")]),
+                             ("splade-bench", bench_main, [str(broken)])):
         assert main(argv) == 2, name
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "'tokenizer.max_length' is missing" in err, (name, err)

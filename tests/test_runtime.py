@@ -261,7 +261,7 @@ def test_bad_text_input(enc):
 def test_bad_export_directories(export_dir, tmp_path):
     with pytest.raises(ExportDirError, match="no such directory"):
         SpladeEncoder(tmp_path / "missing", device="cpu")
-    with pytest.raises(ExportDirError, match="splade.json: missing"):
+    with pytest.raises(ExportDirError, match=r"splade\.json: missing"):
         SpladeEncoder(tmp_path, device="cpu")
     newer = tmp_path / "newer"
     shutil.copytree(export_dir, newer)
@@ -273,9 +273,9 @@ def test_bad_export_directories(export_dir, tmp_path):
     shutil.copytree(export_dir, corrupt)
     onnx_file = corrupt / "model.fp32.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[:100_000])
-    with pytest.raises(ExportDirError, match="model.fp32.onnx: contents differ"):
+    with pytest.raises(ExportDirError, match=r"model\.fp32\.onnx: contents differ"):
         SpladeEncoder(corrupt, device="cpu", variant="fp32")
-    with pytest.raises(ExportDirError, match="model.fp32.onnx: onnxruntime cannot load it"):
+    with pytest.raises(ExportDirError, match=r"model\.fp32\.onnx: onnxruntime cannot load it"):
         SpladeEncoder(corrupt, device="cpu", variant="fp32", verify=False)
     (corrupt / "splade.json").write_text("{broken")
     with pytest.raises(ExportDirError, match="corrupt manifest"):

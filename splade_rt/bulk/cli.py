@@ -26,8 +26,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--ray-address", default=None,
                    help="with --engine ray: 'auto' or an address joins a cluster; none starts a local Ray")
     g.add_argument("--workers", type=int, default=None,
-                   help="local: CPU batches in flight (default 2); ray: encoder actors (default one per CPU "
-                        "left after the I/O reserve, or one per GPU)")
+                   help="local: CPU batches in flight (default 2); ray: encoder actors (default one per CPU, "
+                        "or one per GPU with --device cuda)")
     g.add_argument("--cpus-per-worker", type=float, default=None,
                    help="ray: CPUs each actor asks for, and its threads (default: the share that leaves room "
                         "for the read and write tasks, at most 1)")

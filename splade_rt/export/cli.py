@@ -12,7 +12,8 @@ from ..kernels import DEFAULT_VOCAB_CHUNK
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="splade-export",
-        description="Export a SPLADE model (a masked-LM of a supported family + max pooling) to fused ONNX (fp32, exact int8-screened fp32, fp16) with a "
+        description="Export a SPLADE model (a masked-LM of a supported family + max pooling) to fused ONNX "
+                    "(fp32, exact int8-screened fp32, fp16) with a "
                     "verified manifest. MODEL: a Hugging Face hub id, a transformers directory or a "
                     "sentence-transformers SparseEncoder directory; omitted: the bundled splade-tiny-msmarco.",
     )

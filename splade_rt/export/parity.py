@@ -61,7 +61,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, top: int = TOP) -> dic
         jaccard.append(len(nz_ref & nz_cand) / len(union) if union else 1.0)
     scale = float(np.abs(reference).max())
     return {
-        "texts": int(len(reference)),
+        "texts": len(reference),
         "max_abs_diff": float(diff.max()),
         "max_rel_diff": float(diff.max() / scale) if scale else float(diff.max()),
         "reference_max_value": scale,

@@ -6,20 +6,32 @@ the parity check passed, so a failed or interrupted export leaves nothing behind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ExportDirError, ModelSourceError, SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
 from ..manifest import (
-    ATTENTION_MASK, FORMAT_VERSION, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_SPARSE, OUT_TOP_INDICES,
-    OUT_TOP_VALUES, TOP_K, read_manifest, sha256_file, write_manifest,
+    ATTENTION_MASK,
+    FORMAT_VERSION,
+    INPUT_IDS,
+    OUT_NZ_INDEX,
+    OUT_NZ_VALUE,
+    OUT_SPARSE,
+    OUT_TOP_INDICES,
+    OUT_TOP_VALUES,
+    TOP_K,
+    read_manifest,
+    sha256_file,
+    write_manifest,
 )
 from .source import SourceModel, resolve_source
 
@@ -208,10 +220,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("splade-rt", "torch", "transformers", "onnx", "onnxruntime", "tokenizers"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 

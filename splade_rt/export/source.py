@@ -64,10 +64,11 @@ def _download(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - the export extra installs it
-        raise ModelSourceError("huggingface_hub is needed to download models: pip install 'splade-rt[export]'") from None
+        raise ModelSourceError("huggingface_hub is needed to download models: "
+                               "pip install 'splade-rt[export]'") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
-    except Exception as e:  # offline, unknown repo, gated, HTTP errors: all end the same way for the user
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated, HTTP errors: one line for the user
         name = type(e).__name__
         raise ModelSourceError(
             f"{repo_id}: could not download from the Hugging Face hub ({name}: {str(e).splitlines()[0][:160]}); "
@@ -236,7 +237,7 @@ def _check_mlm_head(weights: Path, ref: str, arch: Architecture) -> None:
 
         with safe_open(str(weights), framework="np") as f:
             keys = list(f.keys())
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise ModelSourceError(f"{weights}: unreadable weights ({type(e).__name__}: {e})") from None
     if not any(k.startswith(arch.head_prefixes) for k in keys):
         raise ModelSourceError(

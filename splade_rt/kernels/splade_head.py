@@ -50,7 +50,13 @@ def append_splade_head(
     from onnx import TensorProto, helper, numpy_helper
 
     from ..manifest import (
-        ATTENTION_MASK, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K,
+        ATTENTION_MASK,
+        OUT_NZ_INDEX,
+        OUT_NZ_VALUE,
+        OUT_SPARSE,
+        OUT_TOP_INDICES,
+        OUT_TOP_VALUES,
+        TOP_K,
     )
 
     if activation not in _ACTIVATIONS:
@@ -126,7 +132,8 @@ def chunked_max_logits(b: GraphBuilder, states_t: str, weight_name: str, vocab: 
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
         tag = f"{start}_{stop}"
-        lo, hi = b.const(f"start_{tag}", np.array([start], np.int64)), b.const(f"stop_{tag}", np.array([stop], np.int64))
+        lo = b.const(f"start_{tag}", np.array([start], np.int64))
+        hi = b.const(f"stop_{tag}", np.array([stop], np.int64))
         rows = b.node("Slice", [weight_name, lo, hi, "splade.axis0"], f"w_{tag}")  # [C, H]
         logits = b.node("MatMul", [rows, states_t], f"logits_{tag}")  # [B, C, S]
         maxima.append(b.node("ReduceMax", [logits], f"max_{tag}", axes=[2], keepdims=0))  # [B, C]

@@ -12,7 +12,7 @@ import logging
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,7 +22,14 @@ import numpy as np
 
 from ..errors import DeviceError, ExportDirError
 from ..manifest import (
-    ATTENTION_MASK, INPUT_IDS, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K, Manifest,
+    ATTENTION_MASK,
+    INPUT_IDS,
+    OUT_NZ_INDEX,
+    OUT_NZ_VALUE,
+    OUT_TOP_INDICES,
+    OUT_TOP_VALUES,
+    TOP_K,
+    Manifest,
     read_manifest,
 )
 from ..validation import positive_int
@@ -45,7 +52,8 @@ class SpladeEncoder:
     "cuda"/"cuda:N" (an error if CUDA can't run), or "cpu". threads: intra-op threads for the CPU
     (default: the cores this process may use). workers: CPU batches in flight at once, each on
     threads // workers threads (default 2: while one batch is in its serial steps the other keeps
-    the cores busy: see the README's benchmark; peak memory is that of two batches). max_length: truncate below the export's max length.
+    the cores busy: see the README's benchmark; peak memory is that of two batches). max_length:
+    truncate below the export's max length.
 
     device="tensorrt"/"tensorrt:N" runs the fp16 graph on onnxruntime's TensorRT EP (fp16 kernels, the
     CUDA EP behind it for what TensorRT can't take); it is never chosen by "auto", and raises

@@ -105,7 +105,7 @@ def _cuda_options(target: Target) -> dict[str, Any]:
         # grow the arena by what each new shape needs, not to the next power of two (onnxruntime's
         # default, which can nearly double the memory held after one long batch)
         "arena_extend_strategy": "kSameAsRequested",
-        "use_tf32": 0,  # the fp32 graph stays fp32 (TF32 matmuls drift ~1e-3); the fp16 graph is unaffected
+        "use_tf32": 0,  # variant="fp32" stays fp32 (TF32 keeps 10 mantissa bits); the fp16 graph is unaffected
     }
     if target.settings.gpu_mem_limit:
         options["gpu_mem_limit"] = int(target.settings.gpu_mem_limit)
@@ -127,8 +127,9 @@ def _tensorrt_options(target: Target) -> dict[str, Any]:
         "trt_timing_cache_enable": True,
         "trt_timing_cache_path": cache,
         # one explicit profile covering every batch the encoder sends (it cuts batches to max_batch rows
-        # and max_length tokens), so a new shape runs on the cached engine instead of rebuilding it;
-        # top_k is a shape input of TopK: its profile is the range of k values
+        # and max_length tokens), so a new shape runs on the cached engine instead of rebuilding it.
+        # Where TensorRT takes the TopK, top_k is a shape input: its profile is the range of k values
+        # (TensorRT's TopK allows k <= 3840); elsewhere onnxruntime ignores the name
         "trt_profile_min_shapes": _profile(1, 1, 1),
         "trt_profile_opt_shapes": _profile(min(32, rows), seq, min(64, top)),
         "trt_profile_max_shapes": _profile(rows, seq, top),
@@ -333,7 +334,7 @@ def open_session(manifest: Manifest, device: str, *, variant: str | None = None,
         raise DeviceError(f"device={device!r} but {reason}")
     if reason is not None:
         warnings.warn(f"splade-rt: running on CPU: {reason}", RuntimeWarning, stacklevel=3)
-    graph = choose_graph(manifest, PROVIDERS["cpu"], variant)
+    graph = choose_graph(manifest, PROVIDERS["cpu"], variant or _cpu_choice(manifest, threads, spinning, verify))
     path = manifest.verify_file(graph.name, verify)
     try:
         session = ort.InferenceSession(str(path), session_options(threads, spinning), providers=[CPU])
@@ -352,3 +353,16 @@ def _preload_cuda(ort) -> None:
     if hasattr(ort, "preload_dlls"):
         with contextlib.suppress(Exception):  # best effort; the provider check reports the outcome
             ort.preload_dlls()
+
+
+def _cpu_choice(manifest: Manifest, threads: int | None, spinning: bool, verify: bool) -> str | None:
+    """The faster exact CPU graph for this CPU (runtime.cpu_choice), None to keep the table's order."""
+    import onnxruntime as ort
+
+    from .cpu_choice import choose_cpu_precision
+
+    def session(precision: str):
+        path = manifest.verify_file(manifest.graph(precision).name, verify)
+        return ort.InferenceSession(str(path), session_options(threads, spinning), providers=[CPU])
+
+    return choose_cpu_precision(manifest, session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+
 def check_texts(texts: Any) -> list[str]:
     if isinstance(texts, str):
         return [texts]
