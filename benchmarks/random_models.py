@@ -194,8 +194,15 @@ def _save_st(model_dir: Path, directory: Path, layout: str, activation: str, max
     return directory
 
 
-def max_abs_and_nonzero(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float, bool]:
-    """(max abs diff, that over the largest reference value, same non-zero set on every row)."""
+def max_abs_and_nonzero(reference: np.ndarray, candidate: np.ndarray,
+                        boundary: float = 1e-6) -> tuple[float, float, bool]:
+    """(max abs diff, that over the largest reference value, same non-zero terms on every row).
+
+    A term counts as in both when it is non-zero in one and non-zero in the other, except that a
+    weight below `boundary` may be zero on the other side: a logit within float rounding of 0 is
+    positive in one implementation and not in the other (relu's edge), and nothing retrieves by it."""
     diff = float(np.abs(reference - candidate).max()) if reference.size else 0.0
     scale = float(np.abs(reference).max()) if reference.size else 1.0
-    return diff, diff / (scale or 1.0), bool(np.array_equal(reference != 0, candidate != 0))
+    same = bool(((reference > boundary) <= (candidate != 0)).all()
+                and ((candidate > boundary) <= (reference != 0)).all())
+    return diff, diff / (scale or 1.0), same

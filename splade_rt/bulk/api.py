@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import CorpusError
 from ..manifest import read_manifest
+from ..validation import positive_int
 from .plan import Plan, vet
 from .readers import Fields, InputFile, resolve_inputs
 from .shards import OutputDir
@@ -61,9 +62,8 @@ class CorpusOptions:
             if value not in allowed:
                 raise ValueError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
         for name in ("batch_size", "shard_size", "workers", "top_k"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+            if getattr(self, name) is not None:
+                positive_int(getattr(self, name), name)
         for name in ("cpus_per_worker", "gpus_per_worker", "quantization_factor"):
             value = getattr(self, name)
             if value is not None and not value > 0:

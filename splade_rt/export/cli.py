@@ -7,6 +7,7 @@ import sys
 
 from ..errors import SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
+from ..validation import positive_int_arg
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", metavar="EXPORT_DIR", help="re-run the parity check of an existing export")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
-    p.add_argument("--vocab-chunk", type=int, default=DEFAULT_VOCAB_CHUNK,
+    p.add_argument("--vocab-chunk", type=positive_int_arg, default=DEFAULT_VOCAB_CHUNK,
                    help="vocab columns per projection chunk: bounds memory to batch x seq x chunk floats")
     p.add_argument("--no-fp16", action="store_true", help="skip the fp16 (GPU) graph")
     p.add_argument("--int8", action="store_true",
@@ -45,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.output:
                 _parser().error("-o/--output is required (or --check EXPORT_DIR)")
-            if args.vocab_chunk < 1:
-                _parser().error("--vocab-chunk must be positive")
             from .pipeline import export_model
 
             export_model(args.model, args.output, force=args.force, max_length=args.max_length,

@@ -19,20 +19,7 @@ from typing import Any
 
 from ..errors import ExportDirError, ModelSourceError, SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
-from ..manifest import (
-    ATTENTION_MASK,
-    FORMAT_VERSION,
-    INPUT_IDS,
-    OUT_NZ_INDEX,
-    OUT_NZ_VALUE,
-    OUT_SPARSE,
-    OUT_TOP_INDICES,
-    OUT_TOP_VALUES,
-    TOP_K,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
+from ..manifest import FORMAT_VERSION, read_manifest, sha256_file, write_manifest
 from .source import SourceModel, resolve_source
 
 # The execution providers each graph is meant for, recorded per file: the runtime runs what the
@@ -257,9 +244,8 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
         "tokenizer": {"file": tokenizer_json.name, "max_length": source.max_length, "lowercase": source.lowercase,
                       "special_tokens": special, "pad_id": special.get("pad", 0)},
         "query_table": query,
-        "graph": {"opset": OPSET, "inputs": [INPUT_IDS, ATTENTION_MASK, TOP_K],
-                  "outputs": [OUT_SPARSE, OUT_TOP_VALUES, OUT_TOP_INDICES, OUT_NZ_INDEX, OUT_NZ_VALUE],
-                  "vocab_chunk": vocab_chunk, "fusions": graphs.fusions, "optimizer": arch.optimizer},
+        # the graph interface is fixed by the format version (manifest.py); this records how it was built
+        "graph": {"opset": OPSET, "vocab_chunk": vocab_chunk, "fusions": graphs.fusions, "optimizer": arch.optimizer},
         "files": entries,
         "versions": _versions(),
         "parity": parity,

@@ -106,9 +106,8 @@ class SpladeEncoder:
         # inference-free models: queries are a table lookup, no graph
         self.query_table = (QueryTable(self.manifest, verify, self.vocab)
                             if self.manifest.query_table is not None else None)
-        if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
-            raise ValueError(f"pad_to_multiple_of must be a positive integer, not {pad_to_multiple_of!r}")
-        self._pad_multiple = pad_to_multiple_of or 1
+        self._pad_multiple = 1 if pad_to_multiple_of is None else positive_int(pad_to_multiple_of,
+                                                                               "pad_to_multiple_of")
         settings = GpuSettings(gpu_mem_limit=gpu_mem_limit, max_batch=max_batch, trt_cache_dir=trt_cache_dir,
                                arena_shrinkage=arena_shrinkage, provider_options=provider_options or {})
         self.placement: Placement = open_session(self.manifest, device, variant=variant, threads=threads,

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import DeviceError, ExportDirError
 from ..manifest import ATTENTION_MASK, INPUT_IDS, TOP_K, GraphFile, Manifest
+from ..validation import positive_int
 
 logger = logging.getLogger("splade_rt")
 
@@ -49,9 +50,8 @@ class GpuSettings:
     def __post_init__(self) -> None:
         if self.gpu_mem_limit is not None:
             object.__setattr__(self, "gpu_mem_limit", parse_bytes(self.gpu_mem_limit, "gpu_mem_limit"))
-        if self.max_batch is not None and (not isinstance(self.max_batch, int) or isinstance(self.max_batch, bool)
-                                           or self.max_batch < 1):
-            raise ValueError(f"max_batch must be a positive integer, not {self.max_batch!r}")
+        if self.max_batch is not None:
+            positive_int(self.max_batch, "max_batch")
         if not isinstance(self.provider_options, Mapping):
             raise TypeError(f"provider_options must be a dict, not {type(self.provider_options).__name__}")
 
