@@ -14,7 +14,6 @@ counts. Writes results/base-size-<date>.{json,md,png}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -25,7 +24,7 @@ import numpy as np
 
 from splade_rt.bench.measure import machine_info
 
-from .common import CACHE, HERE, candidate_count, collection_texts
+from .common import CACHE, candidate_count, collection_texts, save_figure, script_parser
 from .random_models import make_model, max_abs_and_nonzero
 
 BATCH = 32
@@ -72,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from splade_rt import SpladeEncoder
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--passages", type=int, default=96)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     model_dir, export = build(CACHE / "base-size")
     passages, _ = collection_texts("scifact", documents=1000)
@@ -150,10 +148,7 @@ def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.barh(names, values, color=["#999999", "#4c72b0", "#55a868", "#c44e52"][:len(names)])
     ax.set_xlabel(f"passages/s, batch {report['batch']}, max length {report['max_length']}")
-    ax.set_title(f"Base-size random SPLADE model, {report['machine']['cores']} cores, {report['date']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, f"Base-size random SPLADE model, {report['machine']['cores']} cores, {report['date']}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from splade_rt.bench.measure import machine_info as machine
 
-from .common import CACHE, HERE, SHARED
+from .common import CACHE, HERE, SHARED, save_figure
 
 CONFIGS = {"local": {"engine": "local"}, "ray-1": {"engine": "ray", "workers": 1},
            "ray-2": {"engine": "ray", "workers": 2}}
@@ -196,11 +196,9 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xticks([x + width for x in range(len(corpora))],
                   [f"{c} ({report['corpora'][c]['mean_tokens']:.0f} tokens)" for c in corpora])
     ax.set_ylabel("documents/s")
-    ax.set_title(f"splade-encode-corpus, {report['machine']['cores']} cores, max length {report['max_length']}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = f"splade-encode-corpus, {report['machine']['cores']} cores, max length {report['max_length']}"
+    save_figure(fig, path, title)
 
 
 if __name__ == "__main__":

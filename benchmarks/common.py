@@ -5,6 +5,7 @@ Each helper lives here once; the scripts import it from here, never from one ano
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -100,3 +101,20 @@ def candidate_count(encoder, texts: list[str]) -> int:
     model.graph.output.append(helper.make_tensor_value_info("candidate", TensorProto.BOOL, ["batch", "vocab"]))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return int(sum(session.run(["candidate"], feed)[0].sum() for feed in graph_feeds(encoder, texts)))
+
+
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark script's command line: its docstring as the help, and --out for its results."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where to write the results")
+    return parser
+
+
+def save_figure(fig, path: Path, title: str, dpi: int = 110) -> None:
+    """Title, lay out, write and release a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

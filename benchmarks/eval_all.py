@@ -9,13 +9,12 @@ nDCG@10 figures are the shared data README's (an independent fp32 implementation
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from datetime import date
 from pathlib import Path
 
-from .common import COLLECTIONS, HERE, SHARED, prepare_models
+from .common import COLLECTIONS, SHARED, prepare_models, script_parser
 
 PUBLISHED_NDCG10 = {"scifact": 0.644, "vaswani": 0.373, "cranfield": 0.363, "cisi": 0.301}  # graded gains
 VARIANTS = ("fp32-screened", "fp32", "fp16")
@@ -24,12 +23,11 @@ VARIANTS = ("fp32-screened", "fp32", "fp16")
 def main(argv: list[str] | None = None) -> int:
     from splade_rt.evaluation.cli import evaluate
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--export", type=Path, help="export directory (default: the benchmark's own export)")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--no-reference", action="store_true", help="skip the torch runs")
     p.add_argument("--datasets", nargs="*", default=list(COLLECTIONS))
-    p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     export = args.export or prepare_models(None)["chunked"]
     rows, started = [], time.perf_counter()

@@ -11,16 +11,14 @@ screen's candidates per true non-zero. Writes results/families-check-<date>.json
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 
 from splade_rt.export.parity import SCREENED_MAX_ABS_DIFF
 
-from .common import CACHE, HERE, candidate_count, collection_texts
+from .common import CACHE, candidate_count, collection_texts, script_parser
 from .random_models import FAMILIES, make_model
 
 
@@ -28,10 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     from splade_rt import SpladeEncoder
     from splade_rt.export.pipeline import export_model
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--documents", type=int, default=1000)
     p.add_argument("--queries", type=int, default=300)
-    p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     documents, queries = collection_texts("scifact", args.documents, args.queries)
     texts = documents + queries

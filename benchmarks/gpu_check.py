@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CACHE, HERE, REPO, SHARED
+from .common import CACHE, HERE, REPO, SHARED, save_figure
 
 ORTGPU = REPO / ".ortgpu"
 CARRY = CACHE / "gpu-carry"
@@ -930,24 +930,25 @@ def markdown(report: dict) -> str:
                       f"{nd['fp16_device']['ndcg@10']:.4f}, difference {nd['diff']:+.4f}."]
     else:
         lines += ["", f"SciFact nDCG@10: {why(nd)}"]
-    lines += ["", f"Memory, random shapes ({report['memory_source']}):", "",
-              "| arena setting | after first | after all | growth | s |", "|---|---|---|---|---|"]
-    for name, e in report["memory"].items():
-        if "peak_mib_after_all" not in e:
-            lines.append(f"| {name} | {why(e)} | | | |")
-            continue
-        lines.append(f"| {name} | {e['peak_mib_after_100']:.0f} MiB ({e['checkpoint']}) | "
-                     f"{e['peak_mib_after_all']:.0f} MiB ({e['batches']}) | {f(e['growth'], '+.1%')} | "
-                     f"{e['seconds']} |")
-    lines += ["", "| configuration | passages/s b32 | b256 | x ST fp16 b256 | query p50 ms | p99 ms | peak MiB |",
-              "|---|---|---|---|---|---|---|"]
-    for name, e in report["speed"].items():
-        if "passages_per_s_b32" not in e:
-            lines.append(f"| {name} | {why(e)} | | | | | |")
-            continue
-        lines.append(f"| {e['label']} | {e['passages_per_s_b32']:.1f} | {e['passages_per_s_b256']:.1f} | "
-                     f"{f(e.get('x_st_fp16_b256'), '.2f')}x | {e['query_p50_ms']:.2f} | {e['query_p99_ms']:.2f} | "
-                     f"{e['peak_mib']:.0f} |")
+    def table(header: list[str], entries: dict, needed: str, cells) -> list[str]:
+        """A Markdown table: cells(name, entry) per row, or the reason an entry has no numbers."""
+        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, e in entries.items():
+            row = cells(name, e) if needed in e else [name, why(e)] + [""] * (len(header) - 2)
+            rows.append("| " + " | ".join(str(c) for c in row) + " |")
+        return rows
+
+    lines += ["", f"Memory, random shapes ({report['memory_source']}):", ""]
+    lines += table(["arena setting", "after first", "after all", "growth", "s"], report["memory"], "peak_mib_after_all",
+                   lambda name, e: [name, f"{e['peak_mib_after_100']:.0f} MiB ({e['checkpoint']})",
+                                    f"{e['peak_mib_after_all']:.0f} MiB ({e['batches']})", f(e["growth"], "+.1%"),
+                                    e["seconds"]])
+    lines += [""] + table(["configuration", "passages/s b32", "b256", "x ST fp16 b256", "query p50 ms", "p99 ms",
+                           "peak MiB"], report["speed"], "passages_per_s_b32",
+                          lambda name, e: [e["label"], f"{e['passages_per_s_b32']:.1f}",
+                                           f"{e['passages_per_s_b256']:.1f}", f(e.get("x_st_fp16_b256"), ".2f") + "x",
+                                           f"{e['query_p50_ms']:.2f}", f"{e['query_p99_ms']:.2f}",
+                                           f"{e['peak_mib']:.0f}"])
     ex = report["extras"]
     if "cuda_graph" in ex:
         pre = ex["preallocated_outputs"]
@@ -986,10 +987,7 @@ def plot(report: dict, path: Path) -> None:
     axes[1].invert_yaxis()
     axes[1].set_xlabel(f"peak memory, MiB ({report['memory_source']})")
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"splade-rt GPU check: {report['gpu']['name']}, {report['date']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, f"splade-rt GPU check: {report['gpu']['name']}, {report['date']}")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ results/inference-free-<date>.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 
 from splade_rt.bench.measure import machine_info
 
-from .common import CACHE, HERE, load_texts
+from .common import CACHE, load_texts, script_parser
 from .random_models import make_model
 
 
@@ -52,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from splade_rt.export.pipeline import export_model
     from splade_rt.export.source import default_model_dir
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     root = CACHE / "inference-free"
     model = root / "model"

@@ -295,10 +295,15 @@ def fastembed_dir(st_dir: Path, max_length: int) -> Path:
 
 
 def peer_configurations(model_dir: Path, *, max_length: int | None = None, only: Iterable[str] | None = None,
+                        batch_sizes: Sequence[int] | None = (32,),
                         log: Callable[[str], None] = print) -> dict[str, dict]:
     """Each peer ready to run, as a benchmarks.run configuration: {name: spec} with "label", "peer":
     True, "python" (its venv's) and what peer_worker needs, or {"label", "unavailable": why}. Makes the
-    venvs and the ONNX exports first (both cached)."""
+    venvs and the ONNX exports first (both cached).
+
+    batch_sizes (None: the caller's): the peers pool the whole [batch, seq, vocab] logits tensor, at
+    least four copies of it at once (fastembed: 10 GiB at batch 32 x 512 tokens on the tiny model),
+    so by default they run batch 32 only: at 128 they would not fit in 24 GiB."""
     names = [n for n in PEERS if only is None or n in set(only)]
     quantization = quantization_config()
     configs: dict[str, dict] = {}
@@ -321,6 +326,8 @@ def peer_configurations(model_dir: Path, *, max_length: int | None = None, only:
         python = venv_python(VENVS / peer["venv"])
         spec = {"label": label, "peer": True, "python": str(python), "kind": peer["kind"],
                 "venv": str(VENVS / peer["venv"]), "versions": installed(python)}
+        if batch_sizes is not None:
+            spec["batch_sizes"] = list(batch_sizes)
         length = max_length or report["max_seq_length"]
         if peer["kind"] == "st":
             spec.update(backend=peer["backend"], file_name=peer["file_name"].format(quantization=quantization),
@@ -433,7 +440,7 @@ def run_peers(model_dir: Path, passages: list[str], queries: list[str], *, threa
     them); without them the reference runs here too, as REFERENCE, and every entry gets speedup_b<N>.
     quality_dataset: a BEIR directory (SciFact) to measure the int8 model's retrieval loss on."""
     started = time.perf_counter()
-    configs = peer_configurations(model_dir, max_length=max_length, only=only, log=log)
+    configs = peer_configurations(model_dir, max_length=max_length, only=only, batch_sizes=batch_sizes, log=log)
     if reference_rows is None:
         configs = {REFERENCE: reference_configuration(model_dir, max_length), **configs}
     common = {"threads": threads, "passages": passages, "queries": queries, "passage_tokens": passage_tokens,

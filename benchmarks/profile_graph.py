@@ -9,7 +9,6 @@ chunks of one step summed together. Writes results/profile-<variant>-<threads>t-
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
@@ -17,7 +16,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from .common import HERE, graph_feeds, load_texts, prepare_models
+from .common import graph_feeds, load_texts, prepare_models, script_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     from splade_rt import SpladeEncoder
     from splade_rt.runtime.session import session_options
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--variant", default="fp32-screened")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (1: what each of 2 workers runs)")
     p.add_argument("--export", type=Path)
-    p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     export = args.export or prepare_models(None, naive=False)["chunked"]
     enc = SpladeEncoder(export, device="cpu", variant=args.variant, workers=1)

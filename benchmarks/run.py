@@ -12,7 +12,6 @@ shows. Writes results/<machine>-<date>.json, .md and .png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ import numpy as np
 from splade_rt.bench.measure import compare_rows, machine_info
 from splade_rt.bench.runner import run_worker
 
-from .common import HERE, REPO, load_texts, prepare_models
+from .common import REPO, load_texts, prepare_models, save_figure, script_parser
 
 REFERENCE = "st-torch"
 
@@ -70,7 +69,7 @@ def count_tokens(export_dir: Path, texts: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--quick", action="store_true", help="smoke run: few texts, one repeat, no memory runs")
     p.add_argument("--repeats", type=int, help="alternating repeats per configuration (default 3; quick 1)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every configuration")
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="time passes over the passages for at least this long per batch size; report the median")
     p.add_argument("--gpu", action="store_true", help="add the CUDA configurations")
     p.add_argument("--st-dir", type=Path, help="sentence-transformers copy of the model")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="where to write json/md/png")
     p.add_argument("--name", help="result file stem (default <machine>-<date>)")
     args = p.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -213,10 +211,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_yticklabels(labels, fontsize=8)
         ax.invert_yaxis()
     m = report["machine"]
-    fig.suptitle(f"{m['cpu']} ({m['cores']} cores), {report['threads']} threads, {report['date']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"{m['cpu']} ({m['cores']} cores), {report['threads']} threads, {report['date']}")
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ depends on shapes, not values. Writes results/screen-layouts-<date>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 
-from .common import HERE
+from .common import script_parser
 
 B, S, H, V = 32, 186, 128, 30522
 
@@ -57,9 +55,8 @@ def _time(nodes, inits: dict, feeds: dict, out_type: int, chunk: int, threads: i
 def main(argv: list[str] | None = None) -> int:
     from onnx import TensorProto, helper
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     acts = rng.integers(-127, 128, (H, B * S), dtype=np.int8)

@@ -9,7 +9,6 @@ is. Writes results/screening-check-<date>.json with per-collection counts, max a
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from datetime import date
@@ -19,15 +18,14 @@ import numpy as np
 
 from splade_rt.export.parity import SCREENED_MAX_ABS_DIFF
 
-from .common import COLLECTIONS, HERE, SHARED, candidate_count, collection_texts, prepare_models
+from .common import COLLECTIONS, SHARED, candidate_count, collection_texts, prepare_models, script_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from splade_rt import SpladeEncoder
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--export", type=Path)
-    p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     export = args.export or prepare_models(None, naive=False)["chunked"]
     screened = SpladeEncoder(export, device="cpu", variant="fp32-screened")

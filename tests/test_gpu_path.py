@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import in_threads
 
 from benchmarks.gpu_check import BARS, FIELDS, MEMORY_VARIANTS, BindingSpy, install_ort_gpu
 from splade_rt import DeviceError, SpladeEncoder
@@ -324,21 +324,7 @@ def test_io_binding_binds_only_the_small_outputs_to_the_host(export_dir, referen
 def test_encode_with_io_binding_is_thread_safe(export_dir, reference, texts):
     enc = SpladeEncoder(export_dir, device="cpu", variant="fp16", io_binding=True)
     expected = reference.encode(texts, top_k=16, batch_size=4)
-    results, errors = [None] * 4, []
-
-    def work(i: int) -> None:
-        try:
-            results[i] = enc.encode(texts, top_k=16, batch_size=4)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for got in results:
+    for got in in_threads(lambda _: enc.encode(texts, top_k=16, batch_size=4), 4):
         assert_same(got, expected)
 
 

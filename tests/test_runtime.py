@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import in_threads
 
 from splade_rt import DeviceError, ExportDirError, SparseEmbeddings, SpladeEncoder
 from splade_rt.runtime import session as session_mod
@@ -193,25 +194,8 @@ def test_batches_run_side_by_side_give_the_serial_results_in_input_order(export_
 def test_threads_give_the_results_of_sequential_calls(enc, real_pairs):
     texts = real_pairs[0][:8] + real_pairs[1][:8]
     expected = [enc.encode(texts[i % len(texts)], top_k=32).to_dicts() for i in range(100)]
-    results: dict[tuple[int, int], list] = {}
-    errors = []
-
-    def worker(t: int) -> None:
-        try:
-            for i in range(100):
-                results[t, i] = enc.encode(texts[i % len(texts)], top_k=32).to_dicts()
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
-    for (t, i), got in results.items():
-        assert got == expected[i], (t, i)
-    assert len(results) == 800
+    results = in_threads(lambda _: [enc.encode(texts[i % len(texts)], top_k=32).to_dicts() for i in range(100)], 8)
+    assert results == [expected] * 8
 
 
 def test_output_formats(enc):
