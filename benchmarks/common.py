@@ -118,3 +118,14 @@ def save_figure(fig, path: Path, title: str, dpi: int = 110) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def cell(entry: dict, key: str, fmt: str) -> str:
+    """A results-table cell: the entry's number formatted, "-" where it has none."""
+    value = entry.get(key)
+    return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+
+def table_head(columns: list[str]) -> list[str]:
+    """A Markdown table's header and rule rows."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

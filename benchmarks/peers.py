@@ -34,7 +34,6 @@ with splade_rt.evaluation's search and metrics.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -49,13 +48,10 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
 
-from .common import CACHE, HERE, SHARED, load_texts
+from splade_rt.bench.measure import compare_rows
+from splade_rt.bench.measure import machine_info as machine
 
-try:  # where splade-bench keeps them (issue 12, item 6)
-    from splade_rt.bench.measure import compare_rows
-    from splade_rt.bench.measure import machine_info as machine
-except ImportError:  # before it
-    from .common import compare_rows, machine
+from .common import CACHE, HERE, SHARED, cell, load_texts, script_parser, table_head
 
 VENVS = CACHE / "venvs"
 PEER_MODELS = CACHE / "peer-models"
@@ -305,6 +301,8 @@ def peer_configurations(model_dir: Path, *, max_length: int | None = None, only:
     least four copies of it at once (fastembed: 10 GiB at batch 32 x 512 tokens on the tiny model),
     so by default they run batch 32 only: at 128 they would not fit in 24 GiB."""
     names = [n for n in PEERS if only is None or n in set(only)]
+    if not names:
+        return {}
     quantization = quantization_config()
     configs: dict[str, dict] = {}
     failed: dict[str, str] = {}
@@ -500,14 +498,9 @@ def markdown(report: dict) -> str:
               f"{report['threads']} intra-op threads; {report['date']}; {report['passages']} passages, "
               f"{report['queries']} queries, median of {report['repeats']} alternating repeats (each the median "
               f"pass of >= {report['min_seconds']:g} s). Command: `{report['command']}`."), "",
-             ("| configuration | passages/s b32 | x ST b32 | query p50 ms | p99 ms | cold start s | peak RSS MiB | "
-              "max abs diff | top-64 overlap | active-term Jaccard | versions |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def f(entry, key, fmt):
-        v = entry.get(key)
-        return format(v, fmt) if isinstance(v, (int, float)) else "-"
-
+             *table_head(["configuration", "passages/s b32", "x ST b32", "query p50 ms", "p99 ms", "cold start s",
+                          "peak RSS MiB", "max abs diff", "top-64 overlap", "active-term Jaccard", "versions"])]
+    f = cell
     for e in report["results"].values():
         if "error" in e:
             lines.append(f"| {e['label']} | failed: {e['error']} |" + " |" * 9)
@@ -521,19 +514,24 @@ def markdown(report: dict) -> str:
             f(e, "peak_rss_mib", ".0f"), f(chk, "max_abs_diff", ".1e"), f(chk, "top64_overlap", ".4f"),
             f(chk, "active_term_jaccard", ".4f"), pins]) + " |")
     q = report["results"].get("st-onnx-int8", {}).get("quality")
-    if q and "error" not in q:
-        lines += ["", (f"int8 retrieval loss on {q['dataset']} ({q['documents']} documents, {q['queries']} queries, "
-                       f"max length {q['max_length']}): nDCG@10 {q['st-onnx-int8']['ndcg@10']:.4f} against "
-                       f"{q['st-onnx']['ndcg@10']:.4f} for the fp32 export ({q['ndcg@10_change']:+.4f}); active-term "
-                       f"Jaccard against fp32: documents {q['documents_jaccard_vs_fp32']:.4f}, queries "
-                       f"{q['queries_jaccard_vs_fp32']:.4f}.")]
-    elif q:
-        lines += ["", f"int8 retrieval loss: not measured ({q['error']})."]
+    if q:
+        lines += ["", quality_line(q)]
     return "\n".join(lines) + "\n"
 
 
+def quality_line(q: dict) -> str:
+    """int8_quality's result as one sentence under a results table."""
+    if "error" in q:
+        return f"int8 retrieval loss: not measured ({q['error']})."
+    return (f"sentence-transformers ONNX int8: retrieval on {q['dataset']} ({q['documents']} documents, "
+            f"{q['queries']} queries, max length {q['max_length']}, exact search): nDCG@10 "
+            f"{q['st-onnx-int8']['ndcg@10']:.4f} against {q['st-onnx']['ndcg@10']:.4f} for the fp32 export "
+            f"({q['ndcg@10_change']:+.4f}); active-term Jaccard against fp32: documents "
+            f"{q['documents_jaccard_vs_fp32']:.4f}, queries {q['queries_jaccard_vs_fp32']:.4f}.")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--model-dir", type=Path, help="a sentence-transformers or transformers MLM directory "
                                                   "(default: the bundled tiny model in sentence-transformers layout)")
     p.add_argument("--base-size", action="store_true", help="the random base-size model (benchmarks.base_size)")
@@ -544,7 +542,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, help="truncate at this many tokens (base-size default 256)")
     p.add_argument("--only", nargs="*", help="peer names to run (the reference always runs)")
     p.add_argument("--no-quality", action="store_true", help="skip the int8 model's SciFact evaluation")
-    p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--name", help="result file stem (default peers-<machine>-<date>[-base-size])")
     args = p.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)

@@ -26,12 +26,14 @@ import numpy as np
 from splade_rt.bench.measure import compare_rows, machine_info
 from splade_rt.bench.runner import run_worker
 
-from .common import REPO, load_texts, prepare_models, save_figure, script_parser
+from .common import REPO, SHARED, cell, load_texts, prepare_models, save_figure, script_parser, table_head
+from .peers import int8_quality, peer_configurations, quality_line, run_peer
 
 REFERENCE = "st-torch"
 
 
-def configurations(paths: dict[str, Path], gpu: bool) -> dict[str, dict]:
+def configurations(paths: dict[str, Path], gpu: bool, peers: bool = False,
+                   only: list[str] | None = None) -> dict[str, dict]:
     configs = {
         REFERENCE: {"kind": "st", "st_dir": str(paths["st"]), "label": "sentence-transformers torch fp32"},
         "rt-fp32": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32", "device": "cpu",
@@ -45,15 +47,8 @@ def configurations(paths: dict[str, Path], gpu: bool) -> dict[str, dict]:
     if "naive" in paths:
         configs["rt-fp32-unchunked"] = {"kind": "rt", "export_dir": str(paths["naive"]), "variant": "fp32",
                                         "device": "cpu", "label": "splade-rt fp32 CPU (one chunk: logits materialized)"}
-    try:
-        import optimum.onnxruntime  # noqa: F401
-    except ImportError:
-        configs["st-onnx"] = {"unavailable": "sentence-transformers backend='onnx' needs optimum-onnx, which pins "
-                                             "transformers<4.58 (would downgrade the stack): not installed",
-                              "label": "sentence-transformers ONNX backend"}
-    else:
-        configs["st-onnx"] = {"kind": "st", "st_dir": str(paths["st"]), "backend": "onnx",
-                              "label": "sentence-transformers ONNX backend"}
+    if peers:  # each in its own venv (benchmarks.peers); one that can't be set up says why in its row
+        configs.update(peer_configurations(paths["st"], only=only, log=lambda line: print(line, flush=True)))
     if gpu:
         configs["st-torch-cuda-fp16"] = {"kind": "st", "st_dir": str(paths["st"]), "device": "cuda", "fp16": True,
                                          "label": "sentence-transformers torch fp16 CUDA"}
@@ -77,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-seconds", type=float, default=8.0,
                    help="time passes over the passages for at least this long per batch size; report the median")
     p.add_argument("--gpu", action="store_true", help="add the CUDA configurations")
+    p.add_argument("--no-peers", action="store_true",
+                   help="leave out the peers run from their own venvs (--quick always does)")
     p.add_argument("--st-dir", type=Path, help="sentence-transformers copy of the model")
     p.add_argument("--name", help="result file stem (default <machine>-<date>)")
     args = p.parse_args(argv)
@@ -85,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     passages, queries = load_texts(args.quick)
     paths = prepare_models(args.st_dir, naive=not args.quick)
-    configs = configurations(paths, args.gpu)
+    configs = configurations(paths, args.gpu, peers=not (args.quick or args.no_peers), only=args.only)
     if args.only:
         configs = {k: v for k, v in configs.items() if k == REFERENCE or k in args.only}
     passage_tokens = count_tokens(paths["chunked"], passages)
@@ -96,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(repeats):
         for name, done in runs.items():
             print(f"[{time.perf_counter() - started:6.1f}s] repeat {r + 1}/{repeats}: {name}", flush=True)
-            done.append(run_worker({**common, **configs[name]}, timeout=600, cwd=REPO))
+            spec = {**common, **configs[name]}  # a peer's spec sets its own batch sizes
+            done.append(run_peer(spec, timeout=1800) if spec.get("peer") else run_worker(spec, timeout=600, cwd=REPO))
 
     memory = {}
     if not args.quick:  # peak RSS at batch 64 x 256 tokens, each in a fresh process
@@ -109,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                                       timeout=600, cwd=REPO)
 
     results = summarize(configs, runs, memory)
+    if "st-onnx-int8" in runs and "error" not in results["st-onnx-int8"]:
+        results["st-onnx-int8"]["quality"] = int8_quality(configs, SHARED / "data" / "scifact", threads=args.threads)
     report = {"machine": machine_info(), "date": date.today().isoformat(), "threads": args.threads,
               "repeats": repeats, "min_seconds": common["min_seconds"], "quick": args.quick,
               "passages": len(passages), "queries": len(queries),
@@ -163,14 +163,10 @@ def markdown(report: dict) -> str:
               f"(mean {report['mean_passage_tokens']:.0f} tokens), {report['queries']} queries, median of "
               f"{report['repeats']} alternating repeats (each the median pass of >= "
               f"{report.get('min_seconds', 0):g} s). Command: `{report['command']}`."), "",
-             ("| configuration | passages/s b32 | b128 | x ST b32 | tokens/s b32 | query p50 ms | p99 ms | "
-              "cold start s | import s | peak RSS MiB | RSS b64x256 MiB | max abs diff | top-64 overlap |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def f(entry, key, fmt):
-        v = entry.get(key)
-        return format(v, fmt) if isinstance(v, (int, float)) else "-"
-
+             *table_head(["configuration", "passages/s b32", "b128", "x ST b32", "tokens/s b32", "query p50 ms",
+                          "p99 ms", "cold start s", "import s", "peak RSS MiB", "RSS b64x256 MiB", "max abs diff",
+                          "top-64 overlap"])]
+    f = cell
     for e in report["results"].values():
         if "unavailable" in e or "error" in e:
             lines.append(f"| {e['label']} | {e.get('unavailable') or 'failed: ' + e['error']} |" + " |" * 11)
@@ -182,6 +178,9 @@ def markdown(report: dict) -> str:
             f(e, "query_p99_ms", ".2f"), f(e, "cold_start_s", ".2f"), f(e, "import_s", ".2f"),
             f(e, "peak_rss_mib", ".0f"), f(e, "peak_rss_mib_b64x256", ".0f"), f(chk, "max_abs_diff", ".1e"),
             f(chk, "top64_overlap", ".4f")]) + " |")
+    quality = report["results"].get("st-onnx-int8", {}).get("quality")
+    if quality:
+        lines += ["", quality_line(quality)]
     return "\n".join(lines) + "\n"
 
 

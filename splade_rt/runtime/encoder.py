@@ -42,6 +42,7 @@ from .texts import check_texts, raise_invalid_unicode
 logger = logging.getLogger("splade_rt")
 
 DEFAULT_BATCH_TOKENS = 8192
+SIDE_BY_SIDE_MAX_HIDDEN = 256  # hidden size up to which the CPU runs two batches at a time by default
 SMALL_INPUT_TOKENS = 64  # padded tokens at or below which the CPU runs one thread (see cpu_twin)
 
 
@@ -51,8 +52,9 @@ class SpladeEncoder:
     device: "auto" (CUDA if its execution provider loads, else CPU with a warning saying why),
     "cuda"/"cuda:N" (an error if CUDA can't run), or "cpu". threads: intra-op threads for the CPU
     (default: the cores this process may use). workers: CPU batches in flight at once, each on
-    threads // workers threads (default 2: while one batch is in its serial steps the other keeps
-    the cores busy: see the README's benchmark; peak memory is that of two batches). max_length:
+    threads // workers threads (default 2 for a small encoder, hidden size <= 256: while one batch
+    is in its serial steps the other keeps the cores busy, peak memory that of two batches; 1 for a
+    larger encoder, where two batches compete for cache; see the README's benchmarks). max_length:
     truncate below the export's max length.
 
     device="tensorrt"/"tensorrt:N" runs the fp16 graph on onnxruntime's TensorRT EP (fp16 kernels, the
@@ -121,7 +123,10 @@ class SpladeEncoder:
         self._oom_warned = False
         threads = self.placement.session.get_session_options().intra_op_num_threads
         on_cpu = self.placement.device == "cpu" and not self._io_binding
-        self.workers = min(workers or 2, threads) if on_cpu else 1
+        # two batches side by side pay off where the vocab head dominates (a small encoder); with a
+        # base-size encoder they compete for cache and memory bandwidth (README, "Encode")
+        default_workers = 2 if self.manifest.model.hidden_size <= SIDE_BY_SIDE_MAX_HIDDEN else 1
+        self.workers = min(workers or default_workers, threads) if on_cpu else 1
         self._worker_threads = max(1, threads // self.workers)
         # query-sized inputs run on one thread, only with the screened graph: its int8 projection is
         # cheap enough that thread wake-ups dominate; the fp32 graph's projection still gains from a
