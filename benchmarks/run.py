@@ -140,9 +140,12 @@ def summarize(configs: dict, runs: dict, memory: dict) -> dict:
             entry["error"] = runs[name][0]["error"]
             out[name] = entry
             continue
-        for key in good[0]:
-            if key != "vectors":
-                entry[key] = statistics.median(r[key] for r in good)
+        for key, first in good[0].items():
+            if key == "vectors":
+                continue
+            numeric = isinstance(first, (int, float)) and not isinstance(first, bool)
+            # numbers: the median over the repeats; labels (provider, graph, versions): the first run's
+            entry[key] = statistics.median(r[key] for r in good) if numeric else first
         if reference_rows is not None:
             entry["check_vs_reference"] = compare_rows(reference_rows, good[0]["vectors"])
         if name in memory:

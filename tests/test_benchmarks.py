@@ -48,3 +48,15 @@ def test_the_vector_check_sees_a_wrong_vector():
     assert compare_rows(reference, off)["max_abs_diff"] == pytest.approx(0.25)
     swapped = [{**{str(t): float(100 - t) for t in range(63)}, "79": 50.0}, reference[1]]  # a top-64 term lost
     assert compare_rows(reference, swapped)["top64_overlap"] == pytest.approx((63 / 64 + 1) / 2)
+
+
+def test_repeats_take_the_median_of_numbers_and_keep_labels():
+    from benchmarks.run import summarize
+
+    rows = [{"5": 1.0, "9": 0.5}]
+    runs = {REFERENCE: [{"passages_per_s_b32": 1.0, "vectors": rows}, {"passages_per_s_b32": 3.0, "vectors": rows}],
+            "rt": [{"passages_per_s_b32": 4.0, "provider": "CPUExecutionProvider", "vectors": rows},
+                   {"passages_per_s_b32": 8.0, "provider": "CPUExecutionProvider", "vectors": rows}]}
+    out = summarize({REFERENCE: {"label": "st"}, "rt": {"label": "rt"}}, runs, {})
+    assert out["rt"]["passages_per_s_b32"] == 6.0 and out["rt"]["provider"] == "CPUExecutionProvider"
+    assert out["rt"]["speedup_b32"] == 3.0

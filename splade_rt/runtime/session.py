@@ -242,8 +242,10 @@ def parse_device(device: str) -> tuple[str, int]:
     return kind, int(index or 0)
 
 
-def choose_graph(manifest: Manifest, spec: ProviderSpec, variant: str | None) -> GraphFile:
-    """The variant if named, else the best of the graphs the manifest records for this provider."""
+def choose_graph(manifest: Manifest, spec: ProviderSpec, variant: str | None,
+                 prefer: str | None = None) -> GraphFile:
+    """The variant if named, else the best of the graphs the manifest records for this provider:
+    `prefer` first (the CPU choice), then the row's precision order."""
     if variant is not None:
         graph = manifest.graph(variant)
         if graph is None:
@@ -251,7 +253,7 @@ def choose_graph(manifest: Manifest, spec: ProviderSpec, variant: str | None) ->
             raise ExportDirError(f"variant {variant!r} not in this export (has: {have})")
         return graph
     usable = {g.precision: g for g in manifest.graphs_for(spec.provider)}
-    for precision in spec.precisions:
+    for precision in dict.fromkeys(((prefer,) if prefer else ()) + spec.precisions):
         if precision in usable:
             return usable[precision]
     raise ExportDirError(f"{manifest.path}: no graph recorded for {spec.provider} "
@@ -334,7 +336,8 @@ def open_session(manifest: Manifest, device: str, *, variant: str | None = None,
         raise DeviceError(f"device={device!r} but {reason}")
     if reason is not None:
         warnings.warn(f"splade-rt: running on CPU: {reason}", RuntimeWarning, stacklevel=3)
-    graph = choose_graph(manifest, PROVIDERS["cpu"], variant or _cpu_choice(manifest, threads, spinning, verify))
+    prefer = None if variant else _cpu_choice(manifest, threads, spinning, verify)
+    graph = choose_graph(manifest, PROVIDERS["cpu"], variant, prefer)
     path = manifest.verify_file(graph.name, verify)
     try:
         session = ort.InferenceSession(str(path), session_options(threads, spinning), providers=[CPU])
