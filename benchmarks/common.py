@@ -69,15 +69,18 @@ def sentence_transformers_copy(model_dir: Path, out: Path) -> Path:
 
 
 def prepare_models(st_dir: Path | None, naive: bool = True) -> dict[str, Path]:
-    """Exports (chunked default and a one-chunk graph that materializes the logits) and an ST copy."""
+    """Exports (chunked default with the opt-in int8 graph, and a one-chunk graph that materializes
+    the logits) and an ST copy."""
     from splade_rt.export.pipeline import export_model
 
     CACHE.mkdir(exist_ok=True)
     paths = {"chunked": CACHE / "export", **({"naive": CACHE / "export-unchunked"} if naive else {})}
-    for key, kwargs in (("chunked", {}), ("naive", {"vocab_chunk": 30522, "screened": False, "fp16": False})):
+    naive_kwargs = {"vocab_chunk": 30522, "screened": False, "fp16": False}
+    for key, kwargs in (("chunked", {"int8": True}), ("naive", naive_kwargs)):
         if key not in paths:
             continue
-        if not (paths[key] / "splade.json").is_file():
+        wanted = ["splade.json", *(["model.int8.onnx"] if kwargs.get("int8") else [])]
+        if not all((paths[key] / name).is_file() for name in wanted):
             export_model(None, paths[key], force=True, log=lambda _: None, **kwargs)
     shared_st = SHARED / "models" / "splade-tiny-msmarco-st"
     if st_dir is None:

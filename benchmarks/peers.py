@@ -1,8 +1,7 @@
 """The peers a user would pick instead of splade-rt, each run from its own virtual environment.
 
-    python -m benchmarks.peers              # the bundled tiny model: every peer, the torch reference, SciFact
-    python -m benchmarks.peers --base-size  # the random base-size model (benchmarks.base_size.build)
-    python -m benchmarks.peers --quick      # smoke run: 32 passages, one pass, no quality run
+`python -m benchmarks.run` runs them beside splade-rt, on the bundled tiny model and on the random
+base-size one (`--only st-onnx-int8 base-st-onnx-int8 ...` picks some).
 
 sentence-transformers' ONNX backend needs optimum-onnx, which pins transformers<4.58 and so cannot
 share the main environment (sentence-transformers 6 needs transformers 5). fastembed brings its own
@@ -29,7 +28,7 @@ sentence-transformers torch. For the int8 model, its retrieval loss on SciFact (
 length 256, and the active-term Jaccard of its vectors) against the fp32 export is measured too,
 with splade_rt.evaluation's search and metrics.
 
-`benchmarks.run` calls `peer_configurations` and `run_peer` (or `run_peers` for the whole thing).
+`benchmarks.run` calls `peer_configurations`, `run_peer` and `int8_quality`.
 """
 
 from __future__ import annotations
@@ -39,19 +38,16 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date
 from pathlib import Path
 
-from splade_rt.bench.measure import compare_rows
 from splade_rt.bench.measure import machine_info as machine
 
-from .common import CACHE, HERE, SHARED, cell, load_texts, script_parser, table_head
+from .common import CACHE, HERE
 
 VENVS = CACHE / "venvs"
 PEER_MODELS = CACHE / "peer-models"
@@ -70,7 +66,6 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
                   "numpy==2.4.6"),
 }
 
-REFERENCE = "st-torch"
 PEERS: dict[str, dict] = {
     "st-onnx": {"venv": "st-onnx", "kind": "st", "backend": "onnx", "file_name": "onnx/model.onnx",
                 "label": "sentence-transformers ONNX backend (optimum export, fp32)"},
@@ -408,117 +403,6 @@ def jaccard(a, b) -> float:
     return float(np.mean(np.where(either > 0, both / np.maximum(either, 1), 1.0)))
 
 
-def check(reference_rows: list[dict], rows: list[dict]) -> dict:
-    """compare_rows (max abs diff, top-64 overlap, as benchmarks.run) and the active-term Jaccard."""
-    import numpy as np
-
-    n = min(len(reference_rows), len(rows))
-    pairs = [({str(t) for t in a}, {str(t) for t in b}) for a, b in zip(reference_rows[:n], rows[:n])]
-    overlap = [len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs]
-    return {**compare_rows(reference_rows, rows), "active_term_jaccard": float(np.mean(overlap)) if n else None,
-            "same_active_terms": sum(a == b for a, b in pairs) / n if n else None}
-
-
-# -- the whole run --------------------------------------------------------------------------------
-
-
-def run_peers(model_dir: Path, passages: list[str], queries: list[str], *, threads: int = 2,
-              batch_sizes: Sequence[int] = (32,), repeats: int = 1, min_seconds: float = 8.0, check_rows: int = 64,
-              passage_tokens: int | None = None, max_length: int | None = None,
-              reference_rows: list[dict] | None = None, quality_dataset: Path | None = None,
-              only: Iterable[str] | None = None, timeout: float = 1800,
-              log: Callable[[str], None] = print) -> dict[str, dict]:
-    """Every peer on model_dir (a sentence-transformers SparseEncoder directory or a transformers
-    *ForMaskedLM one), in alternating repeats, each the median pass of >= min_seconds: {name: entry}.
-    An entry has the label, the medians of the worker's numbers (passages_per_s_b32, query_p50_ms,
-    query_p99_ms, cold_start_s, peak_rss_mib, ...), "versions", "vectors" (the first check_rows
-    passages) and "check_vs_reference"; one that could not run has {"label", "error"}.
-
-    reference_rows: sentence-transformers torch's rows for the same passages (benchmarks.run has
-    them); without them the reference runs here too, as REFERENCE, and every entry gets speedup_b<N>.
-    quality_dataset: a BEIR directory (SciFact) to measure the int8 model's retrieval loss on."""
-    started = time.perf_counter()
-    configs = peer_configurations(model_dir, max_length=max_length, only=only, batch_sizes=batch_sizes, log=log)
-    if reference_rows is None:
-        configs = {REFERENCE: reference_configuration(model_dir, max_length), **configs}
-    common = {"threads": threads, "passages": passages, "queries": queries, "passage_tokens": passage_tokens,
-              "batch_sizes": list(batch_sizes), "check_rows": min(check_rows, len(passages)),
-              "min_seconds": min_seconds}
-    runs: dict[str, list[dict]] = {name: [] for name, c in configs.items() if "unavailable" not in c}
-    for r in range(repeats):
-        for name, done in runs.items():
-            log(f"[{time.perf_counter() - started:6.1f}s] peers: repeat {r + 1}/{repeats}: {name}")
-            done.append(run_peer({**common, **configs[name]}, timeout))
-    results: dict[str, dict] = {}
-    for name, cfg in configs.items():
-        entry = {"label": cfg["label"]}
-        good = [r for r in runs.get(name, []) if "error" not in r]
-        if "unavailable" in cfg or not good:
-            results[name] = {**entry, "error": cfg.get("unavailable") or runs[name][0]["error"]}
-            continue
-        entry.update({k: cfg[k] for k in ("versions", "venv", "file_name", "how") if cfg.get(k)})
-        entry.update({key: statistics.median(r[key] for r in good) for key in good[0] if key != "vectors"})
-        entry["vectors"] = good[0]["vectors"]
-        results[name] = entry
-    reference_rows = reference_rows if reference_rows is not None else results.get(REFERENCE, {}).get("vectors")
-    for entry in results.values():
-        if reference_rows is not None and "vectors" in entry:
-            entry["check_vs_reference"] = check(reference_rows, entry["vectors"])
-    if REFERENCE in results and "error" not in results[REFERENCE]:
-        ref = results[REFERENCE]
-        for entry in results.values():
-            for bs in batch_sizes:
-                key = f"passages_per_s_b{bs}"
-                if key in entry and key in ref:
-                    entry[f"speedup_b{bs}"] = entry[key] / ref[key]
-    if quality_dataset is not None and "st-onnx-int8" in results and "error" not in results["st-onnx-int8"]:
-        results["st-onnx-int8"]["quality"] = int8_quality(configs, quality_dataset, threads=threads,
-                                                          timeout=timeout, log=log)
-    return results
-
-
-# -- the command ----------------------------------------------------------------------------------
-
-
-def count_tokens(model_dir: Path, texts: list[str], max_length: int | None) -> int | None:
-    """Passage tokens (special tokens included, truncated), for tokens/s; None without a tokenizer.json."""
-    from tokenizers import Tokenizer
-
-    if not (Path(model_dir) / "tokenizer.json").is_file():
-        return None
-    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_length or 512)
-    return sum(len(e.ids) for e in tok.encode_batch(texts))
-
-
-def markdown(report: dict) -> str:
-    m = report["machine"]
-    lines = [(f"Model: {report['model']}. Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), "
-              f"{report['threads']} intra-op threads; {report['date']}; {report['passages']} passages, "
-              f"{report['queries']} queries, median of {report['repeats']} alternating repeats (each the median "
-              f"pass of >= {report['min_seconds']:g} s). Command: `{report['command']}`."), "",
-             *table_head(["configuration", "passages/s b32", "x ST b32", "query p50 ms", "p99 ms", "cold start s",
-                          "peak RSS MiB", "max abs diff", "top-64 overlap", "active-term Jaccard", "versions"])]
-    f = cell
-    for e in report["results"].values():
-        if "error" in e:
-            lines.append(f"| {e['label']} | failed: {e['error']} |" + " |" * 9)
-            continue
-        chk = e.get("check_vs_reference", {})
-        pins = ", ".join(f"{k} {v}" for k, v in e.get("versions", {}).items()
-                         if k in ("sentence-transformers", "transformers", "optimum-onnx", "fastembed", "onnxruntime"))
-        lines.append(" | ".join([
-            f"| {e['label']}", f(e, "passages_per_s_b32", ".1f"), f(e, "speedup_b32", ".2f") + "x",
-            f(e, "query_p50_ms", ".2f"), f(e, "query_p99_ms", ".2f"), f(e, "cold_start_s", ".2f"),
-            f(e, "peak_rss_mib", ".0f"), f(chk, "max_abs_diff", ".1e"), f(chk, "top64_overlap", ".4f"),
-            f(chk, "active_term_jaccard", ".4f"), pins]) + " |")
-    q = report["results"].get("st-onnx-int8", {}).get("quality")
-    if q:
-        lines += ["", quality_line(q)]
-    return "\n".join(lines) + "\n"
-
-
 def quality_line(q: dict) -> str:
     """int8_quality's result as one sentence under a results table."""
     if "error" in q:
@@ -528,66 +412,3 @@ def quality_line(q: dict) -> str:
             f"{q['st-onnx-int8']['ndcg@10']:.4f} against {q['st-onnx']['ndcg@10']:.4f} for the fp32 export "
             f"({q['ndcg@10_change']:+.4f}); active-term Jaccard against fp32: documents "
             f"{q['documents_jaccard_vs_fp32']:.4f}, queries {q['queries_jaccard_vs_fp32']:.4f}.")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = script_parser(__doc__)
-    p.add_argument("--model-dir", type=Path, help="a sentence-transformers or transformers MLM directory "
-                                                  "(default: the bundled tiny model in sentence-transformers layout)")
-    p.add_argument("--base-size", action="store_true", help="the random base-size model (benchmarks.base_size)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 32 passages, one pass, no quality run")
-    p.add_argument("--repeats", type=int, help="alternating repeats per configuration (default 3; quick 1)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--min-seconds", type=float, default=8.0)
-    p.add_argument("--max-length", type=int, help="truncate at this many tokens (base-size default 256)")
-    p.add_argument("--only", nargs="*", help="peer names to run (the reference always runs)")
-    p.add_argument("--no-quality", action="store_true", help="skip the int8 model's SciFact evaluation")
-    p.add_argument("--name", help="result file stem (default peers-<machine>-<date>[-base-size])")
-    args = p.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
-    started = time.perf_counter()
-    max_length = args.max_length
-    if args.base_size:
-        from .base_size import MAX_LENGTH, build
-
-        model_dir, _ = build(CACHE / "base-size")
-        max_length = max_length or MAX_LENGTH
-        model = "random BERT-base (768 x 12, vocab 30522), SPLADE-like head (benchmarks.base_size)"
-    elif args.model_dir:
-        model_dir, model = args.model_dir, str(args.model_dir)
-    else:
-        shared = SHARED / "models" / "splade-tiny-msmarco-st"
-        if shared.is_dir():
-            model_dir = shared
-        else:
-            from .common import prepare_models
-
-            model_dir = prepare_models(None, naive=False)["st"]
-        model = "splade-tiny-msmarco (bundled), sentence-transformers layout"
-    passages, queries = load_texts(args.quick)
-    scifact = SHARED / "data" / "scifact"
-    quality = None if (args.quick or args.no_quality or args.base_size or not scifact.is_dir()) else scifact
-    results = run_peers(model_dir, passages, queries, threads=args.threads, repeats=repeats,
-                        min_seconds=0 if args.quick else args.min_seconds, check_rows=min(64, len(passages)),
-                        passage_tokens=count_tokens(model_dir, passages, max_length), max_length=max_length,
-                        quality_dataset=quality, only=args.only, log=lambda s: print(s, flush=True))
-    report = {"model": model, "model_dir": str(model_dir), "machine": machine(), "date": date.today().isoformat(),
-              "threads": args.threads, "repeats": repeats, "min_seconds": 0 if args.quick else args.min_seconds,
-              "quick": args.quick, "passages": len(passages), "queries": len(queries), "max_length": max_length,
-              "requirements": {k: list(v) for k, v in REQUIREMENTS.items()},
-              "command": " ".join(["python -m benchmarks.peers"] + (argv if argv is not None else sys.argv[1:])),
-              "results": {k: {kk: vv for kk, vv in v.items() if kk != "vectors"} for k, v in results.items()},
-              "wall_s": round(time.perf_counter() - started, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.name or (f"peers-{platform.machine()}-{os.cpu_count()}cpu-{report['date']}"
-                         + ("-base-size" if args.base_size else "") + ("-quick" if args.quick else ""))
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (args.out / f"{stem}.md").write_text(table)
-    print(table)
-    print(f"wrote {args.out / stem}.{{json,md}} in {report['wall_s']} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

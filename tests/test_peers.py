@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import peers
 from benchmarks.peers import PeerError
+from splade_rt.bench.measure import compare_rows
 
 PASSAGES = ["The capital of France is Paris, a city on the Seine.",
             "Vitamin D deficiency is linked to bone loss in older adults."]
@@ -39,7 +40,7 @@ def test_worker_runs_a_configuration_and_its_vectors_are_sentence_transformers(s
     expected = SparseEncoder(str(st_dir), device="cpu").encode_document(PASSAGES, convert_to_tensor=True)
     expected = expected.to_dense().numpy()
     expected_rows = [{str(i): float(r[i]) for i in np.flatnonzero(r)} for r in expected]
-    check = peers.check(expected_rows, result["vectors"])
+    check = compare_rows(expected_rows, result["vectors"])
     assert check["max_abs_diff"] < 1e-5 and check["active_term_jaccard"] == 1.0 and check["same_active_terms"] == 1
 
     # encode mode (the int8 quality run's): the same vectors, as CSR arrays
@@ -130,14 +131,6 @@ def test_the_fastembed_directory_links_the_export_and_truncates(tmp_path):
     assert peers.fastembed_dir(st, 256) == out and peers.fastembed_dir(st, 512) != out
 
 
-def test_the_check_counts_changed_terms():
-    ref = [{"1": 1.0, "2": 0.5, "3": 0.25}, {"4": 1.0}]
-    same = peers.check(ref, ref)
-    assert same["max_abs_diff"] == 0 and same["active_term_jaccard"] == 1.0 and same["same_active_terms"] == 1.0
-    changed = peers.check(ref, [{1: 1.0, 2: 0.5, 9: 0.1}, {4: 1.0}])  # one term of three swapped
-    assert changed["active_term_jaccard"] == pytest.approx((2 / 4 + 1) / 2) and changed["same_active_terms"] == 0.5
-
-
 def test_the_quantization_config_follows_the_cpu_flags():
     assert peers.quantization_config(["avx2", "avx512f", "avx512_vnni"]) in ("avx512_vnni", "arm64")
     if peers.platform.machine().lower() not in ("arm64", "aarch64"):
@@ -150,8 +143,8 @@ def test_a_peer_that_cannot_be_set_up_says_why(monkeypatch):
         raise PeerError(f"{name}: no registry")
 
     monkeypatch.setattr(peers, "ensure_venv", no_venv)
-    results = peers.run_peers(Path("model"), PASSAGES, QUERIES, reference_rows=[{}], log=lambda _: None)
+    results = peers.peer_configurations(Path("model"), log=lambda _: None)
     assert set(results) == set(peers.PEERS)
     for entry in results.values():
-        assert set(entry) == {"label", "error"} and "st-onnx: no registry" in entry["error"]
-    assert "optimum export" in results["fastembed"]["error"]
+        assert set(entry) == {"label", "unavailable"} and "st-onnx: no registry" in entry["unavailable"]
+    assert "optimum export" in results["fastembed"]["unavailable"]

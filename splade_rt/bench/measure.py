@@ -92,8 +92,9 @@ def gpu_memory_mib() -> float | None:
 
 
 def compare_rows(reference: list[dict], rows: list[dict], k: int = 64) -> dict:
-    """Max abs difference and mean top-k overlap of sparse rows ({token id: weight}, keys may be JSON
-    strings) against the reference rows, by the export parity check's own definitions."""
+    """Sparse rows ({token id: weight}, keys may be JSON strings) against the reference rows: max abs
+    difference and mean top-k overlap by the export parity check's own definitions, and which terms
+    are active (the mean Jaccard of the active-term sets, the share of rows whose sets are equal)."""
     from splade_rt.export.parity import compare
 
     def dense(sparse_rows: list[dict], dim: int) -> np.ndarray:
@@ -105,4 +106,7 @@ def compare_rows(reference: list[dict], rows: list[dict], k: int = 64) -> dict:
     n = min(len(reference), len(rows))
     dim = 1 + max((int(t) for row in reference[:n] + rows[:n] for t in row), default=0)
     stats = compare(dense(reference[:n], dim), dense(rows[:n], dim), top=k)
-    return {"max_abs_diff": stats["max_abs_diff"], f"top{k}_overlap": stats[f"top{k}_overlap_mean"]}
+    terms = [({int(t) for t in a}, {int(t) for t in b}) for a, b in zip(reference[:n], rows[:n])]
+    return {"max_abs_diff": stats["max_abs_diff"], f"top{k}_overlap": stats[f"top{k}_overlap_mean"],
+            "active_term_jaccard": float(np.mean([len(a & b) / len(a | b) if a | b else 1.0 for a, b in terms])),
+            "same_active_terms": float(np.mean([a == b for a, b in terms]))}

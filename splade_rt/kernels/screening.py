@@ -43,11 +43,7 @@ def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
     scale = np.where(winf > 0, winf / 127.0, 1.0).astype(np.float32).astype(np.float64)
     q = np.clip(np.rint(w / scale[:, None]), -127, 127)
     dw = np.abs(w - q * scale[:, None])
-
-    def up(x: np.ndarray) -> np.ndarray:  # float32 values never below the float64 statistic
-        x32 = x.astype(np.float32)
-        return np.where(x32.astype(np.float64) < x, np.nextafter(x32, np.float32(np.inf)), x32).astype(np.float32)
-
+    up = round_up
     return {
         "wq": q.astype(np.int8),  # [V, H]
         "scale": scale.astype(np.float32),  # exact float32 used for dequantization below
@@ -55,6 +51,12 @@ def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
         "w1_plus_dw1": up(np.abs(w).sum(axis=1) + dw.sum(axis=1)),
         "w_inf": up(winf),
     }
+
+
+def round_up(x: np.ndarray) -> np.ndarray:
+    """float32 values never below the float64 ones: a bound stays a bound when stored."""
+    x32 = x.astype(np.float32)
+    return np.where(x32.astype(np.float64) < x, np.nextafter(x32, np.float32(np.inf)), x32).astype(np.float32)
 
 
 def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name: str, weight: np.ndarray,
@@ -70,10 +72,12 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
     # rounding the exact pass and the centring can't exceed: |h|_1 <= |h - mu|_1 + 2 |mu|_1 (one fp32 Sub)
     slack_w = SLACK_REL * stats["w_inf"].astype(np.float64)
     slack_b = SLACK_REL * (np.abs(bias) + np.abs(mu_w)) + SLACK_ABS + 2 * np.abs(mu).sum() * slack_w
+    # the bound's per-vocab coefficients of |h - mu|_1 and |dh|_inf, and its constant term, as one
+    # [2, V] matrix and a [V] row (see the bound below)
+    coeff = np.stack([round_up(stats["dw_inf"].astype(np.float64) + slack_w), stats["w1_plus_dw1"]])
     c = {name: b.const(name, value) for name, value in (
-        ("wq_scale", stats["scale"]), ("dw_inf", stats["dw_inf"]), ("w1_plus_dw1", stats["w1_plus_dw1"]),
-        ("slack_w", slack_w.astype(np.float32)), ("slack_b", slack_b.astype(np.float32)),
-        ("center", mu), ("bias_center", (bias.astype(np.float64) + mu_w).astype(np.float32)),
+        ("wq_scale", stats["scale"]), ("bound_coeff", coeff),
+        ("bound_const", round_up(bias.astype(np.float64) + mu_w + slack_b)), ("center", mu),
         ("vocab_dim", np.array([vocab], np.int64)), ("q_max", np.array(127.0, np.float32)),
         ("q_min", np.array(-127.0, np.float32)), ("tiny", np.array(1e-30, np.float32)),
         ("w_zero", np.array(128, np.uint8)), ("h_cols", np.array([hidden, -1], np.int64)),
@@ -106,7 +110,7 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
     acc = b.node("Transpose", [acc], "accmax", perm=[1, 0])  # [B, V]
     approx = b.node("Cast", [acc], "accmax_f", to=TensorProto.FLOAT)  # exact: |acc| < 2^24
     row_scale = b.node("Squeeze", [h_scale, "splade.axis2"], "h_scale2")  # [B, 1]
-    approx = b.node("Mul", [b.node("Mul", [approx, row_scale], "approx0"), c["wq_scale"]], "approx_max")  # [B, V]
+    approx = b.node("Mul", [approx, b.node("Mul", [row_scale, c["wq_scale"]], "approx_scale")], "approx_max")
 
     # the bound's per-sequence terms: max over tokens of |h - mu|_1 and |dh|_inf (padding holds real
     # tokens' states)
@@ -115,11 +119,11 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
     dh = b.node("Sub", [centred, b.node("Mul", [hq_f, h_scale], "h_deq")], "dh")
     dh_inf = b.node("ReduceMax", [b.node("Abs", [dh], "abs_dh")], "dh_inf", axes=[1, 2], keepdims=0)  # [B]
     dh_inf = b.node("Unsqueeze", [dh_inf, "splade.axis1"], "dh_inf2")  # [B, 1]
-    bound = b.node("Add", [b.node("Mul", [h1, c["dw_inf"]], "err_h_dw"),
-                           b.node("Mul", [dh_inf, c["w1_plus_dw1"]], "err_dh_w")], "err")
-    slack = b.node("Add", [b.node("Mul", [h1, c["slack_w"]], "slack_hw"), c["slack_b"]], "slack")
-    upper = b.node("Add", [b.node("Add", [approx, bound], "upper0"),
-                           b.node("Add", [c["bias_center"], slack], "bias_slack")], "upper")  # [B, V]
+    # upper = approx + |h - mu|_1 (dw_inf + slack_w) + |dh|_inf w1_plus_dw1 + bias + mu.w + slack_b, the
+    # terms after approx as one Gemm ([B, 2] x [2, V] + [V]): fewer passes over [B, V]
+    terms = b.node("Concat", [h1, dh_inf], "bound_terms", axis=1)  # [B, 2]
+    upper = b.node("Add", [approx, b.node("Gemm", [terms, c["bound_coeff"], c["bound_const"]], "bound")],
+                   "upper")  # [B, V]
     candidate = b.node("Greater", [upper, "splade.zero"], "candidate")  # [B, V]
 
     # 2. exact, row by row in a Loop: each row's own candidates (not the batch's union) in fp32 over its

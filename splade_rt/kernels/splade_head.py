@@ -16,6 +16,10 @@ tensor is one [batch, chunk, seq] slice of the logits:
   * log1p is computed as log(u) * x / (u - 1), u = 1 + x (Goldberg), so tiny activations are not
     rounded to zero: the non-zero set matches torch.log1p.
 
+  * The activation runs only on the positive max logits (gathered by their coordinates), not on the
+    whole [batch, vocab] tensor: it maps zero to zero and positives to positives, so those
+    coordinates are the output's non-zeros, and the dense vector is a scatter of them.
+
 Outputs: the dense [batch, vocab] vector, a TopK with k fed at run time, and the non-zeros in
 coordinate form, so a caller on a GPU can bring back only batch x k or nnz numbers.
 
@@ -95,18 +99,20 @@ def append_splade_head(
     else:
         top = b.node("Add", [chunked_max_logits(b, states_t, weight_name, vocab, vocab_chunk), bias],
                      "max_logits_biased")
-    value = b.node("Relu", [top], "relu")
-    value = _log1p(b, value, "log1p")
-    if activation == "log1p_relu":
-        value = _log1p(b, value, "log1p2")
     # Rows without any real token pool to zero, as masked pooling in torch gives.
     any_real = b.node("ReduceMax", [mask_f], "any_token", axes=[1], keepdims=1)  # [B, 1]
-    sparse = b.node("Mul", [value, any_real], OUT_SPARSE)
-
-    b.multi("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], axis=-1, largest=1, sorted=1)
-    nz = b.node("NonZero", [sparse], OUT_NZ_INDEX)  # [2, nnz], row-major
+    top = b.node("Mul", [top, any_real], "max_logits_masked")
+    # The activation runs on the positive entries only (a few hundred of the batch x vocab): it keeps
+    # zero at zero and the positives positive, so their coordinates are the output's non-zeros.
+    nz = b.node("NonZero", [b.node("Greater", [top, "splade.zero"], "active")], OUT_NZ_INDEX)  # [2, nnz], row-major
     nz_t = b.node("Transpose", [nz], "nonzero_index_t", perm=[1, 0])
-    b.node("GatherND", [sparse, nz_t], OUT_NZ_VALUE)
+    value = _log1p(b, b.node("GatherND", [top, nz_t], "active_logits"), "log1p")
+    if activation == "log1p_relu":
+        value = _log1p(b, value, "log1p2")
+    b.node("Identity", [value], OUT_NZ_VALUE)
+    zeros = b.node("ConstantOfShape", [b.node("Shape", [top], "sparse_shape")], "sparse_zeros")
+    sparse = b.node("ScatterND", [zeros, nz_t, value], OUT_SPARSE)
+    b.multi("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], axis=-1, largest=1, sorted=1)
     b.commit()
 
     graph.input.append(helper.make_tensor_value_info(TOP_K, TensorProto.INT64, [1]))
