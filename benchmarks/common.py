@@ -118,7 +118,7 @@ def save_figure(fig, path: Path, title: str, dpi: int = 110) -> None:
     import matplotlib.pyplot as plt
 
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the axes' own
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
 

@@ -288,7 +288,8 @@ def plot(report: dict, path: Path) -> None:
     for (prefix, rows), axes in zip(groups.items(), grid):
         y = np.arange(len(rows))
         for key, offset, name in (("passages_per_s_b32", -0.2, "batch 32"), ("passages_per_s_b128", 0.2, "batch 128")):
-            axes[0].barh(y + offset, [e.get(key, 0) for _, e in rows], height=0.4, label=name)
+            if any(key in e for _, e in rows):
+                axes[0].barh(y + offset, [e.get(key, 0) for _, e in rows], height=0.4, label=name)
         axes[0].set_xlabel("passages / s (higher is better)")
         axes[0].legend(fontsize=8)
         axes[0].set_title(report.get("models", MODELS)[prefix], fontsize=9, loc="left")

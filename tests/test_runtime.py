@@ -146,6 +146,21 @@ def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(expor
     np.testing.assert_array_equal(small.values, big.values)
 
 
+def test_a_base_size_encoder_keeps_both_threads_for_queries_and_runs_one_batch_at_a_time(export_dir, tmp_path):
+    """The one-thread twin and two batches side by side pay off only where the vocab head dominates:
+    with a base-size encoder's layers a query runs faster on both threads (README, "Encode")."""
+    base = tmp_path / "base"
+    shutil.copytree(export_dir, base)
+    manifest = json.loads((base / "splade.json").read_text())
+    manifest["model"]["hidden_size"] = 768
+    (base / "splade.json").write_text(json.dumps(manifest))
+    enc = SpladeEncoder(base, device="cpu", threads=2, verify=False)
+    assert enc.workers == 1
+    enc.encode("capital of france")
+    assert enc._twins == {}
+    assert SpladeEncoder(export_dir, device="cpu", threads=2).workers == 2
+
+
 class InFlight:
     """A session spy that counts runs and the most of them in flight at once. The first run waits (up
     to 5 s) for a second one to start beside it, so two batches really run side by side if they can."""

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("export_dir")
     p.add_argument("dataset_dir", help="BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="test", help="qrels file to evaluate (default: test)")
-    p.add_argument("--variant", default=None, help="graph to run: fp32-screened | fp32 | fp16 (default: the device's)")
+    p.add_argument("--variant", default=None,
+                   help="graph to run: fp32-screened | fp32 | fp16 | int8 (default: the device's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--max-length", type=int, default=None, help="truncate texts below the export's max length")
     p.add_argument("--batch-size", type=positive_int_arg, default=32)

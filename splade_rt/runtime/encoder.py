@@ -125,13 +125,14 @@ class SpladeEncoder:
         on_cpu = self.placement.device == "cpu" and not self._io_binding
         # two batches side by side pay off where the vocab head dominates (a small encoder); with a
         # base-size encoder they compete for cache and memory bandwidth (README, "Encode")
-        default_workers = 2 if self.manifest.model.hidden_size <= SIDE_BY_SIDE_MAX_HIDDEN else 1
-        self.workers = min(workers or default_workers, threads) if on_cpu else 1
+        small_encoder = self.manifest.model.hidden_size <= SIDE_BY_SIDE_MAX_HIDDEN
+        self.workers = min(workers or (2 if small_encoder else 1), threads) if on_cpu else 1
         self._worker_threads = max(1, threads // self.workers)
-        # query-sized inputs run on one thread, only with the screened graph: its int8 projection is
-        # cheap enough that thread wake-ups dominate; the fp32 graph's projection still gains from a
-        # second thread
-        self._small_enabled = on_cpu and self.placement.precision in ("fp32-screened", "int8") and threads > 1
+        # query-sized inputs run on one thread, only with a small encoder's screened graph: its int8
+        # projection is cheap enough that thread wake-ups dominate; the fp32 graph's projection, and a
+        # base-size encoder's layers, still gain from a second thread
+        self._small_enabled = (on_cpu and small_encoder and threads > 1
+                               and self.placement.precision in ("fp32-screened", "int8"))
         self._twins: dict[int, Any] = {}  # intra-op threads -> twin CPU session, made on first use
         self._twin_lock = threading.Lock()
         self._spinning = spinning
