@@ -46,6 +46,7 @@ from .peers import int8_quality, peer_configurations, quality_line, run_peer
 REFERENCE = "st-torch"
 BASE = "base-"  # the base-size model's configurations: its names start with this
 MODELS = {"": "splade-tiny-msmarco (bundled, trained)", BASE: base_size.LABEL}
+INT8_LABEL = "splade-rt int8 encoder, exact screened head (lossy, opt-in)"
 
 
 def configurations(paths: dict[str, Path], gpu: bool, peers: bool = False,
@@ -73,9 +74,6 @@ def configurations(paths: dict[str, Path], gpu: bool, peers: bool = False,
         configs["rt-fp16-cuda"] = {"kind": "rt", "export_dir": str(paths["chunked"]), "device": "cuda",
                                    "label": "splade-rt fp16 CUDA EP"}
     return configs
-
-
-INT8_LABEL = "splade-rt int8 encoder, exact screened head (lossy, opt-in)"
 
 
 def base_configurations(model: Path, export: Path, passages: list[str], peers: bool = False,

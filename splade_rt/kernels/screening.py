@@ -43,13 +43,12 @@ def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
     scale = np.where(winf > 0, winf / 127.0, 1.0).astype(np.float32).astype(np.float64)
     q = np.clip(np.rint(w / scale[:, None]), -127, 127)
     dw = np.abs(w - q * scale[:, None])
-    up = round_up
     return {
         "wq": q.astype(np.int8),  # [V, H]
         "scale": scale.astype(np.float32),  # exact float32 used for dequantization below
-        "dw_inf": up(dw.max(axis=1)),
-        "w1_plus_dw1": up(np.abs(w).sum(axis=1) + dw.sum(axis=1)),
-        "w_inf": up(winf),
+        "dw_inf": round_up(dw.max(axis=1)),
+        "w1_plus_dw1": round_up(np.abs(w).sum(axis=1) + dw.sum(axis=1)),
+        "w_inf": round_up(winf),
     }
 
 

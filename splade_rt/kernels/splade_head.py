@@ -15,7 +15,6 @@ tensor is one [batch, chunk, seq] slice of the logits:
     onnxruntime folds the slices into constants when the session loads.
   * log1p is computed as log(u) * x / (u - 1), u = 1 + x (Goldberg), so tiny activations are not
     rounded to zero: the non-zero set matches torch.log1p.
-
   * The activation runs only on the positive max logits (gathered by their coordinates), not on the
     whole [batch, vocab] tensor: it maps zero to zero and positives to positives, so those
     coordinates are the output's non-zeros, and the dense vector is a scatter of them.
