@@ -262,9 +262,9 @@ def markdown(report: dict) -> str:
                 f(e, "peak_rss_mib", ".0f"), f(e, "peak_rss_mib_b64x256", ".0f"), f(chk, "max_abs_diff", ".1e"),
                 f(chk, "top64_overlap", ".4f"), f(chk, "active_term_jaccard", ".4f"),
                 f(e, "candidates_per_nonzero", ".2f")]) + " |")
-    quality = report["results"].get("st-onnx-int8", {}).get("quality")
-    if quality:
-        lines += ["", quality_line(quality)]
+        quality = report["results"].get(prefix + "st-onnx-int8", {}).get("quality")
+        if quality:
+            lines += ["", quality_line(quality)]
     return "\n".join(lines) + "\n"
 
 
