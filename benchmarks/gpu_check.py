@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CACHE, HERE, REPO, SHARED, save_figure
+from .common import CACHE, HERE, REPO, SHARED, save_figure, table_head
 
 ORTGPU = REPO / ".ortgpu"
 CARRY = CACHE / "gpu-carry"
@@ -932,7 +932,7 @@ def markdown(report: dict) -> str:
         lines += ["", f"SciFact nDCG@10: {why(nd)}"]
     def table(header: list[str], entries: dict, needed: str, cells) -> list[str]:
         """A Markdown table: cells(name, entry) per row, or the reason an entry has no numbers."""
-        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        rows = table_head(header)
         for name, e in entries.items():
             row = cells(name, e) if needed in e else [name, why(e)] + [""] * (len(header) - 2)
             rows.append("| " + " | ".join(str(c) for c in row) + " |")

@@ -62,8 +62,9 @@ class CorpusOptions:
             if value not in allowed:
                 raise ValueError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
         for name in ("batch_size", "shard_size", "workers", "top_k"):
-            if getattr(self, name) is not None:
-                positive_int(getattr(self, name), name)
+            value = getattr(self, name)
+            if value is not None:
+                positive_int(value, name)
         for name in ("cpus_per_worker", "gpus_per_worker", "quantization_factor"):
             value = getattr(self, name)
             if value is not None and not value > 0:
