@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import CACHE, collection_texts
+from .common import CACHE, cached_export, collection_texts
 from .random_models import make_model
 
 MAX_LENGTH = 256
@@ -21,15 +21,13 @@ LABEL = "random BERT-base (768 x 12, vocab 30522), SPLADE-like head (z=4)"
 
 def build(root: Path = CACHE / "base-size") -> tuple[Path, Path]:
     """The random base-size model and its export (cached: both take minutes on 2 cores)."""
-    from splade_rt.export.pipeline import export_model
     from splade_rt.export.source import default_model_dir
 
     model, export = root / "model", root / "export"
     if not (model / "config.json").is_file():
         make_model("bert", model, hidden=768, layers=12, heads=12, max_length=512, z=4.0,
                    tokenizer_dir=default_model_dir())
-    if not (export / "splade.json").is_file():
-        export_model(str(model), export, force=True, fp16=False, int8=True, max_length=MAX_LENGTH)
+    cached_export(str(model), export, fp16=False, int8=True, max_length=MAX_LENGTH)
     return model, export
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from splade_rt.bench.measure import machine_info as machine
 
-from .common import CACHE, HERE, SHARED, save_figure
+from .common import CACHE, HERE, SHARED, cached_export, save_figure
 
 CONFIGS = {"local": {"engine": "local"}, "ray-1": {"engine": "ray", "workers": 1},
            "ray-2": {"engine": "ray", "workers": 2}}
@@ -112,12 +112,7 @@ def _timed(export: Path, corpus: Path, out: Path, args: argparse.Namespace, conf
 
 
 def _bundled_export() -> Path:
-    from splade_rt.export.pipeline import export_model
-
-    path = CACHE / "export"
-    if not (path / "splade.json").is_file():
-        export_model(None, path, force=True, log=lambda _: None)
-    return path
+    return cached_export(None, CACHE / "export", log=lambda _: None)
 
 
 def _slice(name: str, documents: int, tmp: Path) -> Path:

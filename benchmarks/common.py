@@ -6,6 +6,7 @@ Each helper lives here once; the scripts import it from here, never from one ano
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from pathlib import Path
 
@@ -68,20 +69,32 @@ def sentence_transformers_copy(model_dir: Path, out: Path) -> Path:
     return out
 
 
+def cached_export(model: str | None, out: Path, **kwargs) -> Path:
+    """export_model(model, out, **kwargs), unless out holds an export made by the same exporter code
+    with the same arguments: a change to the graphs or the kernels re-exports, nothing else does."""
+    from splade_rt.export.pipeline import export_model
+
+    code = hashlib.sha256(repr(sorted(kwargs.items(), key=str)).encode())
+    package = REPO / "splade_rt"
+    for pattern in ("manifest.py", "export/*.py", "kernels/*.py", "kernels/*.c"):
+        for path in sorted(package.glob(pattern)):
+            code.update(path.read_bytes())
+    stamp = out / ".exported-by"
+    if not (out / "splade.json").is_file() or not stamp.is_file() or stamp.read_text() != code.hexdigest():
+        export_model(model, out, force=True, **kwargs)
+        stamp.write_text(code.hexdigest())
+    return out
+
+
 def prepare_models(st_dir: Path | None, naive: bool = True) -> dict[str, Path]:
     """Exports (chunked default with the opt-in int8 graph, and a one-chunk graph that materializes
     the logits) and an ST copy."""
-    from splade_rt.export.pipeline import export_model
-
     CACHE.mkdir(exist_ok=True)
     paths = {"chunked": CACHE / "export", **({"naive": CACHE / "export-unchunked"} if naive else {})}
     naive_kwargs = {"vocab_chunk": 30522, "screened": False, "fp16": False}
     for key, kwargs in (("chunked", {"int8": True}), ("naive", naive_kwargs)):
-        if key not in paths:
-            continue
-        wanted = ["splade.json", *(["model.int8.onnx"] if kwargs.get("int8") else [])]
-        if not all((paths[key] / name).is_file() for name in wanted):
-            export_model(None, paths[key], force=True, log=lambda _: None, **kwargs)
+        if key in paths:
+            cached_export(None, paths[key], log=lambda _: None, **kwargs)
     shared_st = SHARED / "models" / "splade-tiny-msmarco-st"
     if st_dir is None:
         st_dir = shared_st if shared_st.is_dir() else CACHE / "st"

@@ -21,7 +21,7 @@ import numpy as np
 
 from splade_rt.bench.measure import machine_info
 
-from .common import CACHE, load_texts, script_parser
+from .common import CACHE, cached_export, load_texts, script_parser
 from .random_models import make_model
 
 
@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     from sentence_transformers import SparseEncoder
 
     from splade_rt import SpladeEncoder
-    from splade_rt.export.pipeline import export_model
     from splade_rt.export.source import default_model_dir
 
     p = script_parser(__doc__)
@@ -58,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (model / "modules.json").is_file():
         make_model("distilbert", model, layout="router", activation="log1p_relu", hidden=64, layers=2, heads=2,
                    max_length=512, z=4.0, tokenizer_dir=default_model_dir())
-    if not (root / "export" / "splade.json").is_file():
-        export_model(str(model), root / "export", force=True, fp16=False, log=lambda _: None)
+    cached_export(str(model), root / "export", fp16=False, log=lambda _: None)
     _, queries = load_texts(quick=False)
 
     enc = SpladeEncoder(root / "export", device="cpu")

@@ -47,6 +47,8 @@ REFERENCE = "st-torch"
 BASE = "base-"  # the base-size model's configurations: its names start with this
 MODELS = {"": "splade-tiny-msmarco (bundled, trained)", BASE: base_size.LABEL}
 INT8_LABEL = "splade-rt int8 encoder, exact screened head (lossy, opt-in)"
+NATIVE_LABEL = "splade-rt exact native head CPU (default with AVX-512 VNNI)"
+SCREENED_LABEL = "splade-rt exact int8-screened graph CPU (default without AVX-512 VNNI)"
 
 
 def configurations(paths: dict[str, Path], gpu: bool, peers: bool = False,
@@ -55,8 +57,10 @@ def configurations(paths: dict[str, Path], gpu: bool, peers: bool = False,
         REFERENCE: {"kind": "st", "st_dir": str(paths["st"]), "label": "sentence-transformers torch fp32"},
         "rt-fp32": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32", "device": "cpu",
                     "label": "splade-rt fp32 CPU (chunked vocab)"},
+        "rt-native": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32-native", "device": "cpu",
+                      "label": NATIVE_LABEL},
         "rt-screened": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32-screened",
-                        "device": "cpu", "label": "splade-rt exact int8-screened fp32 CPU (default)"},
+                        "device": "cpu", "label": SCREENED_LABEL},
         "rt-screened-serial": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "fp32-screened",
                                "device": "cpu", "workers": 1,
                                "label": "splade-rt exact int8-screened, one batch at a time (workers=1)"},
@@ -84,8 +88,8 @@ def base_configurations(model: Path, export: Path, passages: list[str], peers: b
     configs = {
         REFERENCE: {"kind": "st", "mlm_dir": str(model), "label": "sentence-transformers torch fp32"},
         "rt-fp32": {"kind": "rt", "export_dir": str(export), "variant": "fp32", "label": "splade-rt fp32 CPU"},
-        "rt-screened": {"kind": "rt", "export_dir": str(export), "variant": "fp32-screened",
-                        "label": "splade-rt exact int8-screened fp32 CPU (default)"},
+        "rt-native": {"kind": "rt", "export_dir": str(export), "variant": "fp32-native", "label": NATIVE_LABEL},
+        "rt-screened": {"kind": "rt", "export_dir": str(export), "variant": "fp32-screened", "label": SCREENED_LABEL},
         "rt-int8": {"kind": "rt", "export_dir": str(export), "variant": "int8", "label": INT8_LABEL},
     }
     if peers:
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:  # peak RSS at batch 64 x 256 tokens, each in a fresh process
         long_texts = [t for t in passages if len(t) > 1600][:64]
         long_texts = (long_texts * 64)[:64]
-        for name in [n for n in (REFERENCE, "rt-fp32", "rt-screened", "rt-fp32-unchunked") if n in runs]:
+        for name in [n for n in (REFERENCE, "rt-fp32", "rt-native", "rt-screened", "rt-fp32-unchunked") if n in runs]:
             print(f"[{time.perf_counter() - started:6.1f}s] memory: {name}", flush=True)
             memory[name] = run_worker({**common, **configs[name], "memory_only": True, "passages": long_texts,
                                        "memory_batch": 64, "max_length": 256, "max_batch_tokens": 64 * 256},

@@ -20,8 +20,9 @@ from .errors import ExportDirError
 
 MANIFEST_NAME = "splade.json"
 # 2: model families, per-file providers that the runtime follows, the inference-free query table.
+# 3: the fp32-native variant (a states graph and the native head's arrays).
 # Version 1 manifests (BERT only) parse with the defaults that version implied.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # Graph interface, fixed since format version 1.
 INPUT_IDS = "input_ids"
@@ -33,7 +34,9 @@ OUT_TOP_INDICES = "top_indices"  # [batch, k] int64
 OUT_NZ_INDEX = "nonzero_index"  # [2, nnz] int64 (row, column), row-major order
 OUT_NZ_VALUE = "nonzero_value"  # [nnz] float32
 
-PRECISIONS = ("fp32", "fp32-screened", "fp16", "int8")
+# fp32-native is a states graph ([batch, seq, hidden]) whose head runs in kernels/_head.c, with the
+# manifest's native_head arrays; the others are fused graphs with the interface above
+PRECISIONS = ("fp32", "fp32-screened", "fp32-native", "fp16", "int8")
 ACTIVATIONS = ("relu", "log1p_relu")
 SIMILARITIES = ("dot", "cosine")
 # what version 1 manifests meant by a graph's precision (they recorded no usable provider list)
@@ -94,6 +97,7 @@ class Manifest:
     graphs: tuple[GraphFile, ...]
     files: dict[str, FileEntry]  # every file of the export, graphs included, by name
     query_table: QueryTable | None = None
+    native_head: str | None = None  # the fp32-native head's arrays (.npz: weight, bias, center)
     # provenance and records for people (not used to run): where it came from, how the graph was
     # built, what the parity check measured
     source: dict[str, Any] = field(default_factory=dict)
@@ -193,9 +197,15 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         for name, what in ((query_table.file, "file"), (query_table.tokenizer, "tokenizer")):
             if name not in files:
                 raise ExportDirError(f"{path}: field 'files' has no entry for query_table.{what} '{name}'")
+    native_head = None
+    if any(g.precision == "fp32-native" for g in graphs):
+        native_head = root.str("native_head")
+        if native_head not in files:
+            raise ExportDirError(f"{path}: field 'files' has no entry for native_head '{native_head}'")
     return Manifest(path=path, format_version=version, model=model, tokenizer=tokenizer, graphs=tuple(graphs),
-                    files=files, query_table=query_table, source=dict(data.get("source") or {}),
-                    graph_info=dict(data.get("graph") or {}), parity=dict(data.get("parity") or {}))
+                    files=files, query_table=query_table, native_head=native_head,
+                    source=dict(data.get("source") or {}), graph_info=dict(data.get("graph") or {}),
+                    parity=dict(data.get("parity") or {}))
 
 
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:

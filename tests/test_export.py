@@ -15,6 +15,7 @@ from conftest import SHARED, make_tiny_model
 
 from splade_rt.export.cli import main as export_main
 from splade_rt.export.pipeline import export_model
+from splade_rt.kernels.native_head import unavailable
 from splade_rt.manifest import read_manifest
 
 TEXTS = ["is send in the clowns from a musical", "", "Canberra is the capital city of Australia. " * 3]
@@ -39,12 +40,16 @@ def test_default_export_passes_parity_and_records_it(export_dir):
     assert parity["passed"] and parity["tokenizer_ids_match"]
     assert parity["fp32"]["max_rel_diff"] <= 1e-4
     assert parity["fp16"]["top64_overlap_mean"] >= 0.98 and parity["fp16"]["argmax_same"]
-    assert set(manifest.files) == {"model.fp32.onnx", "model.screened.onnx", "model.fp16.onnx", "tokenizer.json"}
-    screened = parity["fp32-screened"]
-    assert screened["passed"] and screened["vs_fp32_graph"]["nonzero_jaccard_min"] == 1.0
-    assert screened["vs_fp32_graph"]["max_abs_diff"] <= 1e-5
-    assert manifest.graph("fp16").providers[0] == "CUDAExecutionProvider"
-    assert [g.name for g in manifest.graphs_for("CPUExecutionProvider")] == ["model.fp32.onnx", "model.screened.onnx"]
+    assert set(manifest.files) == {"model.fp32.onnx", "model.screened.onnx", "model.states.onnx", "native_head.npz",
+                                   "model.fp16.onnx", "tokenizer.json"}
+    for exact in ("fp32-screened", "fp32-native"):  # the same vectors as the fp32 graph
+        assert parity[exact]["passed"] and parity[exact]["vs_fp32_graph"]["nonzero_jaccard_min"] == 1.0
+        assert parity[exact]["vs_fp32_graph"]["max_abs_diff"] <= 1e-5
+    native_ran = "kernels/_head.c" in parity["fp32-native"]["method"]
+    assert native_ran == (unavailable() is None), parity["fp32-native"]["method"]  # the kernel itself, where it runs
+    assert manifest.native_head == "native_head.npz" and manifest.graph("fp16").providers[0] == "CUDAExecutionProvider"
+    assert [g.name for g in manifest.graphs_for("CPUExecutionProvider")] == [
+        "model.fp32.onnx", "model.screened.onnx", "model.states.onnx"]
     assert manifest.model.vocab_size == 30522 and manifest.tokenizer.max_length == 512
     assert manifest.model.model_type == "bert" and manifest.query_table is None
     assert manifest.tokenizer.special_tokens["cls"] == 101 and manifest.tokenizer.pad_id == 0

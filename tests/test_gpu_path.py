@@ -19,6 +19,7 @@ from conftest import in_threads
 
 from benchmarks.gpu_check import BARS, FIELDS, MEMORY_VARIANTS, BindingSpy, install_ort_gpu
 from splade_rt import DeviceError, SpladeEncoder
+from splade_rt.kernels.native_head import unavailable
 from splade_rt.manifest import read_manifest
 from splade_rt.runtime.session import (
     CPU,
@@ -104,13 +105,15 @@ class PretendProviders:
 def test_the_provider_table_rows(manifest):
     assert list(PROVIDERS) == ["cpu", "cuda", "tensorrt"]
     cpu, cuda, trt = PROVIDERS["cpu"], PROVIDERS["cuda"], PROVIDERS["tensorrt"]
-    assert (cpu.precisions, cuda.precisions, trt.precisions) == (("fp32-screened", "fp32"), ("fp16", "fp32"),
-                                                                 ("fp16",))
+    assert (cpu.precisions, cuda.precisions, trt.precisions) == (("fp32-native", "fp32-screened", "fp32"),
+                                                                 ("fp16", "fp32"), ("fp16",))
     assert (cpu.io_binding, cuda.io_binding, trt.io_binding) == (False, True, True)
     assert (cpu.memory, cuda.memory, trt.memory) == ("cpu", "cuda", "cuda")
     assert [s.kind for s in PROVIDERS.values() if s.auto] == ["cuda"]  # auto: CUDA, then the CPU; never TensorRT
+    # the CPU's first choice runs only where the native kernel does; the screened graph elsewhere
+    cpu_graph = "model.states.onnx" if unavailable() is None else "model.screened.onnx"
     assert [choose_graph(manifest, s, None).name for s in (cpu, cuda, trt)] == [
-        "model.screened.onnx", "model.fp16.onnx", "model.fp16.onnx"]
+        cpu_graph, "model.fp16.onnx", "model.fp16.onnx"]
     t = target(manifest)
     assert names(trt.providers(t)) == [TENSORRT, CUDA, CPU]  # CUDA runs what TensorRT can't
     assert names(cuda.providers(t)) == [CUDA, CPU] and cpu.providers(t) == [CPU]

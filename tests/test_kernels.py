@@ -8,6 +8,7 @@ scale. The screened head must never miss a positive logit: same non-zero set, sa
 from __future__ import annotations
 
 import ast
+import itertools
 import zlib
 from pathlib import Path
 
@@ -17,7 +18,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from splade_rt.kernels import append_splade_head
+from splade_rt.kernels.native_head import NativeHead, unavailable
 from splade_rt.kernels.screening import quantize_rows
+
+needs_native = pytest.mark.skipif(unavailable() is not None, reason=f"native head: {unavailable()}")
 
 
 def head_session(weight: np.ndarray, bias: np.ndarray, *, screened: bool, chunk: int = 97,
@@ -106,10 +110,58 @@ def test_screened_head_never_misses_a_positive_logit(model, case, centring):
         want, got = run(sess_c, states, mask), run(sess_s, states, mask)
         assert ((want > 0) == (got > 0)).all(), (case, trial)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
+        if unavailable() is None:  # the native kernel: the same bound, so the same guarantee
+            native = native_dense(NativeHead(weight, b, center, "relu"), states, mask)
+            assert ((want > 0) == (native > 0)).all(), (case, trial)
+            # its fp32 dot products sum in another order than MLAS's: equal to within their rounding
+            rounding = 48 * 2.0**-24 * float(np.abs(states.reshape(-1, 48) @ weight.T).max())
+            np.testing.assert_allclose(native, want, atol=max(1e-5, rounding), rtol=1e-6)
         if case == "all_negative":
             assert not got.any()
         if case in ("random", "near_threshold"):
             assert (want > 0).any()  # the case has positives to miss
+
+
+def native_dense(head: NativeHead, states: np.ndarray, mask: np.ndarray, threads: int = 1) -> np.ndarray:
+    return head.dense(len(states), *head(states, mask, threads))
+
+
+@needs_native
+@pytest.mark.parametrize("hidden", [48, 50])  # 50: not a multiple of 4, the kernel pads it
+def test_native_head_matches_pooling_on_any_mask_and_thread_count(hidden):
+    """Token counts around the kernel's 12-token tiles and 16-token exact blocks, masks with holes,
+    rows with no real token; the vocab (503) is not a multiple of the 32-entry tile. Every thread
+    count gives the same vectors: the threads split the vocab, not the sums."""
+    rng = np.random.default_rng(11)
+    weight = (rng.standard_normal((503, hidden)) * 0.2).astype(np.float32)
+    bias = (rng.standard_normal(503) - 2.0).astype(np.float32)
+    offset = (rng.standard_normal(hidden) * 3).astype(np.float32)
+    states = rng.standard_normal((6, 37, hidden)).astype(np.float32) + offset
+    mask = np.ones((6, 37), np.int64)
+    mask[0, 1:] = 0  # one token
+    mask[1, 13:] = 0  # one full tile and one token
+    mask[2, ::3] = 0  # holes: real tokens after padding
+    mask[3, :] = 0  # no real token: a zero vector
+    mask[4, 17:] = 0
+    states[mask == 0] = 40.0  # padding must not leak into the max
+    for activation in ("relu", "log1p_relu"):
+        head = NativeHead(weight, bias, offset, activation)
+        want = numpy_reference(weight, bias, states, mask, activation)
+        for threads in (1, 2, 5):
+            got = native_dense(head, states, mask, threads)
+            assert ((want > 0) == (got > 0)).all(), (activation, threads)
+            np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+        assert not got[3].any() and (got[[0, 1, 2, 4, 5]] > 0).any(axis=1).all()
+        indptr, cols, _ = head(states, mask, 2)
+        assert all((np.diff(cols[a:b]) > 0).all() for a, b in itertools.pairwise(indptr))  # CSR, ascending
+    arrays = (head.center, head.packed, head.correction, head.scale, head.coeff[0], head.coeff[1], head.const,
+              head.weight, head.bias)
+    with pytest.raises(ValueError, match="bad shapes"):  # no thread
+        head.kernel.run(states, mask, *arrays, 6, 37, hidden, head.k, 503, 0, 0)
+    with pytest.raises(ValueError, match="states holds"):  # more rows than the buffer holds
+        head.kernel.run(states, mask, *arrays, 7, 37, hidden, head.k, 503, 0, 1)
+    with pytest.raises(ValueError, match="mask"):
+        head(states, mask[:, :20])
 
 
 def test_screening_bound_is_sound_against_the_int8_approximation():
@@ -133,7 +185,8 @@ def test_screening_bound_is_sound_against_the_int8_approximation():
 
 
 def test_kernel_modules_import_in_a_line_not_a_circle():
-    """builder <- screening <- splade_head: each kernel module imports only the ones before it."""
+    """builder <- screening <- splade_head, screening <- native_head: each kernel module imports only
+    the ones before it."""
     folder = Path(append_splade_head.__code__.co_filename).parent
     kernels = {path.stem for path in folder.glob("*.py")} - {"__init__"}
     imports = {}
@@ -146,4 +199,5 @@ def test_kernel_modules_import_in_a_line_not_a_circle():
             elif isinstance(node, ast.Import):
                 names.update(alias.name.rpartition(".")[2] for alias in node.names)
         imports[name] = names & kernels
-    assert imports == {"builder": set(), "screening": {"builder"}, "splade_head": {"builder", "screening"}}
+    assert imports == {"builder": set(), "screening": {"builder"}, "splade_head": {"builder", "screening"},
+                       "native_head": {"screening"}}

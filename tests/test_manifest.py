@@ -50,6 +50,8 @@ BROKEN = [
     (drop("files", "tokenizer.json"), "no entry for the tokenizer file"),
     (put(99, "format_version"), "manifest format 99 is newer"),
     (put([], "tokenizer"), "field 'tokenizer' is not a JSON object"),
+    (drop("native_head"), "field 'native_head' is missing"),  # the fp32-native graph's arrays
+    (drop("files", "native_head.npz"), "no entry for native_head 'native_head.npz'"),
 ]
 
 
@@ -90,6 +92,9 @@ def test_format_1_exports_still_load_and_encode_the_same(export_dir, tmp_path):
     def as_v1(data):
         data["format_version"] = 1
         data.pop("query_table", None)
+        data.pop("native_head")  # format 3's
+        for name in ("model.states.onnx", "native_head.npz"):
+            data["files"].pop(name)
         for entry in data["files"].values():
             entry.pop("providers", None)
 
@@ -104,8 +109,11 @@ def test_format_1_exports_still_load_and_encode_the_same(export_dir, tmp_path):
 
 def test_the_runtime_runs_the_graph_the_manifest_records_for_the_provider(export_dir, tmp_path):
     # the manifest, not an order of the runtime's own, says which graphs a provider may run
-    only_fp32 = edited(export_dir, tmp_path, put(["CUDAExecutionProvider"], "files", "model.screened.onnx",
-                                                 "providers"))
+    def cuda_only(data):
+        for name in ("model.screened.onnx", "model.states.onnx"):
+            put(["CUDAExecutionProvider"], "files", name, "providers")(data)
+
+    only_fp32 = edited(export_dir, tmp_path, cuda_only)
     shutil.copy(export_dir / "model.fp32.onnx", only_fp32)
     assert SpladeEncoder(only_fp32, device="cpu").placement.file == "model.fp32.onnx"
     assert SpladeEncoder(export_dir, device="cpu").placement.file == "model.screened.onnx"

@@ -15,6 +15,7 @@ import pytest
 from conftest import in_threads
 
 from splade_rt import DeviceError, ExportDirError, SparseEmbeddings, SpladeEncoder
+from splade_rt.kernels.native_head import unavailable
 from splade_rt.runtime import session as session_mod
 from splade_rt.runtime.batching import length_batches, length_sorted_batches
 from splade_rt.runtime.embeddings import dot_scores
@@ -40,7 +41,7 @@ def test_scores_equal_sentence_transformers_on_200_real_pairs(export_dir, st_dir
     st = SparseEncoder(str(st_dir), device="cpu")
     expected = st.similarity(st.encode_query(queries, convert_to_tensor=True),
                              st.encode_document(passages, convert_to_tensor=True)).to_dense().numpy()
-    for variant in ("fp32-screened", "fp32"):
+    for variant in ("fp32-screened", "fp32") + (("fp32-native",) if unavailable() is None else ()):
         enc = SpladeEncoder(export_dir, device="cpu", variant=variant)
         q, d = enc.encode_query(queries), enc.encode_document(passages, batch_size=16)
         got = enc.similarity(q, d)
@@ -139,7 +140,7 @@ def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(expor
     enc = SpladeEncoder(export_dir, device="cpu", threads=2)
     queries = real_pairs[0][:20]
     small = enc.encode(queries[0])  # <= 64 padded tokens: the one-thread session
-    assert enc._twins[1].get_session_options().intra_op_num_threads == 1
+    assert enc._twins[(1, 2)].get_session_options().intra_op_num_threads == 1
     enc._small_enabled = False  # the two-thread session for everything
     big = enc.encode(queries[0])
     np.testing.assert_array_equal(small.indices, big.indices)
@@ -193,7 +194,7 @@ def test_batches_run_side_by_side_give_the_serial_results_in_input_order(export_
     assert side.workers == 2 and side._worker_threads == 1
     # the worker session (one thread each); the same object serves query-sized inputs, so the count of
     # runs on it, not its existence, tells the two apart: every batch, passages included, must use it
-    workers = side._twins[1] = InFlight(side._twin(1))
+    workers = side._twins[(1, 1)] = InFlight(side._twin(1))
     full = side.placement.session = SessionSpy(side.placement.session, "run")
     got = side.encode(texts, batch_size=4)
     batches = len(length_sorted_batches(np.array([len(t) for t in side.tokenize(texts)]), 4, side.max_batch_tokens))
@@ -320,13 +321,15 @@ def test_device_selection_and_fallback(export_dir, monkeypatch):
         SpladeEncoder(export_dir, device="gpu")
 
 
-def test_choose_file_prefers_fp16_on_cuda_and_the_screened_graph_on_cpu(export_dir):
+def test_choose_file_prefers_fp16_on_cuda_and_the_native_head_or_screened_graph_on_cpu(export_dir):
     from splade_rt.manifest import read_manifest
 
     manifest = read_manifest(export_dir)
     cpu, cuda = session_mod.PROVIDERS["cpu"], session_mod.PROVIDERS["cuda"]
     assert session_mod.choose_graph(manifest, cuda, None).name == "model.fp16.onnx"
-    assert session_mod.choose_graph(manifest, cpu, None).name == "model.screened.onnx"
+    cpu_first = "model.states.onnx" if unavailable() is None else "model.screened.onnx"
+    assert session_mod.choose_graph(manifest, cpu, None).name == cpu_first
+    assert session_mod.choose_graph(manifest, cpu, None, prefer="fp32-screened").name == "model.screened.onnx"
     assert session_mod.choose_graph(manifest, cpu, "fp32").name == "model.fp32.onnx"
     with pytest.raises(ExportDirError, match="variant 'int4'"):
         session_mod.choose_graph(manifest, cpu, "int4")
@@ -339,6 +342,40 @@ def test_screened_graph_equals_the_fp32_graph(export_dir, enc, real_pairs):
     np.testing.assert_array_equal(a.indptr, b.indptr)  # the same non-zero set, row by row
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+
+
+@pytest.mark.skipif(unavailable() is not None, reason=f"native head: {unavailable()}")
+def test_native_head_equals_the_fp32_graph_on_every_path(export_dir, real_pairs):
+    """Batches side by side, one batch at a time, query-sized inputs (one-thread encoder, the head on
+    both threads), top-k, an empty text and a truncated one: the fp32 graph's vectors every time."""
+    fp32 = SpladeEncoder(export_dir, device="cpu", variant="fp32")
+    texts = real_pairs[0][:60] + real_pairs[1][:60] + ["", "word " * 600]
+    want = fp32.encode(texts, batch_size=16)
+    for workers in (1, 2):
+        native = SpladeEncoder(export_dir, device="cpu", variant="fp32-native", threads=2, workers=workers)
+        got = native.encode(texts, batch_size=16)
+        np.testing.assert_array_equal(got.indptr, want.indptr)  # the same non-zero set, row by row
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_allclose(got.values, want.values, atol=1e-5)
+    for query in real_pairs[0][:10]:
+        a, b = native.encode_query(query), fp32.encode_query(query)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+    assert native._twins[(1, 2)].head_threads == 2  # the query's head split across both threads
+    for k in (1, 16):
+        a, b = native.encode(texts[:40], top_k=k), fp32.encode(texts[:40], top_k=k)
+        assert [sorted(r.to_dict()) for r in a] == [sorted(r.to_dict()) for r in b]
+
+
+def test_native_head_is_the_cpu_default_only_where_it_runs(export_dir, monkeypatch):
+    monkeypatch.delenv("SPLADE_RT_CPU_GRAPH")
+    default = SpladeEncoder(export_dir, device="cpu").placement.precision
+    assert default == ("fp32-native" if unavailable() is None else "fp32-screened")
+    reason = "this CPU has no AVX-512 VNNI"  # what a CPU without the instructions says
+    monkeypatch.setitem(session_mod._RUNS_HERE, "fp32-native", lambda: reason)
+    assert SpladeEncoder(export_dir, device="cpu").placement.precision == "fp32-screened"
+    with pytest.raises(DeviceError, match=f"variant 'fp32-native' can't run here: {reason}"):
+        SpladeEncoder(export_dir, device="cpu", variant="fp32-native")
 
 
 def test_fp16_graph_keeps_top_terms_through_the_runtime(export_dir, enc, real_pairs):

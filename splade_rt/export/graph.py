@@ -15,6 +15,8 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..kernels import append_splade_head
 from ..manifest import ATTENTION_MASK, INPUT_IDS
 from .reference import body_inputs, decoder_parameters, hidden_mean, quiet, without_decoder
@@ -23,6 +25,7 @@ from .texts import parity_texts
 
 OPSET = 17
 HIDDEN = "mlm_hidden"
+NATIVE_HEAD = "native_head.npz"  # the fp32-native variant's decoder weight, bias and screen centre
 
 
 def fp16_keep_fp32() -> list[str]:
@@ -42,8 +45,9 @@ class ExportedGraphs:
 
 def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True,
                  screened: bool = True, int8: bool = False) -> ExportedGraphs:
-    """fp32 (chunked), fp32-screened (exact, int8 screening: kernels.screening), fp16 and int8 (the
-    encoder's matrix products in int8, lossy; the screened head exact over its states) graphs."""
+    """fp32 (chunked), fp32-screened (exact, int8 screening: kernels.screening) with its fp32-native
+    twin (the encoder's states graph and the head's arrays, pooled by kernels/_head.c), fp16 and int8
+    (the encoder's matrix products in int8, lossy; the screened head exact over its states) graphs."""
     import onnx
     import torch
 
@@ -88,6 +92,13 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     if screened:
         files["fp32-screened"] = work / "model.screened.onnx"
         onnx.save(with_head(screened=True), str(files["fp32-screened"]))
+        # the same head for runtime.native_head: the encoder stops at the states, the kernel pools them
+        files["fp32-native"] = work / "model.states.onnx"
+        states = copy.deepcopy(body)
+        states.producer_name = "splade-rt"
+        onnx.save(states, str(files["fp32-native"]))
+        np.savez(work / NATIVE_HEAD, weight=weight.astype(np.float32), bias=bias.astype(np.float32),
+                 center=np.asarray(center, np.float32))
     if fp16:
         files["fp16"] = work / "model.fp16.onnx"
         onnx.save(to_fp16(fp32), str(files["fp16"]))

@@ -45,6 +45,37 @@ def run_graph(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, top
     return sparse, values, indices
 
 
+def run_native(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, activation: str, top: int = TOP):
+    """The fp32-native variant: the states graph, pooled by the native kernel where it runs here, else
+    by the same exact pooling written in numpy (which still checks the states graph and the arrays)."""
+    import onnxruntime as ort
+
+    from ..kernels.native_head import HEAD_ARRAYS, NativeHead, unavailable
+    from .graph import NATIVE_HEAD
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    (states,) = session.run(None, {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask})
+    with np.load(path.parent / NATIVE_HEAD) as data:
+        weight, bias, center = (data[name] for name in HEAD_ARRAYS)
+    why_not = unavailable()
+    if why_not is None:
+        head = NativeHead(weight, bias, center, activation)
+        sparse = head.dense(len(states), *head(states, attention_mask))
+        method = "onnxruntime states graph + kernels/_head.c"
+    else:  # row by row: [tokens, vocab] logits at a time
+        sparse = np.zeros((len(states), len(bias)), np.float32)
+        for r, (row, mask) in enumerate(zip(states, attention_mask)):
+            if mask.any():
+                sparse[r] = np.log1p(np.maximum((row[mask > 0] @ weight.T).max(axis=0) + bias, 0))
+        if activation == "log1p_relu":
+            sparse = np.log1p(sparse)
+        method = f"onnxruntime states graph + numpy pooling ({why_not})"
+    indices = np.argsort(-sparse, axis=1, kind="stable")[:, :top]
+    return sparse, np.take_along_axis(sparse, indices, axis=1), indices, method
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray, top: int = TOP) -> dict[str, Any]:
     """Numbers a user can check a claim of 'identical results' against."""
     diff = np.abs(reference - candidate)
@@ -102,7 +133,11 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
     outputs = {}
     # fp32 first, whatever the dict's order: it is the yardstick of the screened graph below
     for precision, path in sorted(graphs.items(), key=lambda item: item[0] != "fp32"):
-        sparse, values, indices = run_graph(path, input_ids, attention_mask)
+        method = "onnxruntime CPUExecutionProvider"
+        if precision == "fp32-native":
+            sparse, values, indices, method = run_native(path, input_ids, attention_mask, source.activation)
+        else:
+            sparse, values, indices = run_graph(path, input_ids, attention_mask)
         outputs[precision] = sparse
         stats = compare(reference, sparse)
         # The TopK output must pick the dense output's largest values, in order. Not bit-equal on the CPU
@@ -114,7 +149,7 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
         if precision.startswith("fp32"):
             stats["bar"] = f"max_rel_diff <= {FP32_MAX_REL_DIFF}"
             stats["passed"] = stats["max_rel_diff"] <= FP32_MAX_REL_DIFF and stats["topk_output_consistent"]
-            stats["method"] = "onnxruntime CPUExecutionProvider"
+            stats["method"] = method
         else:
             floor = LOSSY_MIN_TOP64_OVERLAP[precision]
             # fp16 must keep each text's top term; int8 is lossier by design (its retrieval loss is
@@ -123,8 +158,8 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
             stats["bar"] = f"top{TOP}_overlap_mean >= {floor}" + (" and same argmax term" if argmax else "")
             stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= floor and (stats["argmax_same"] or not argmax)
                                and stats["topk_output_consistent"])
-            stats["method"] = FP16_CPU_METHOD if precision == "fp16" else "onnxruntime CPUExecutionProvider"
-        if precision == "fp32-screened" and "fp32" in outputs:
+            stats["method"] = FP16_CPU_METHOD if precision == "fp16" else method
+        if precision in ("fp32-screened", "fp32-native") and "fp32" in outputs:
             # exact by construction: the same values and the same non-zero set as the fp32 graph
             same = compare(outputs["fp32"], sparse)
             stats["vs_fp32_graph"] = {"max_abs_diff": same["max_abs_diff"],
@@ -166,7 +201,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         q = report["query_table"]
         lines.append(f"  query table: identical to SparseStaticEmbedding on {q['texts']} texts: {q['identical']} "
                      f"-> {'PASS' if q['passed'] else 'FAIL'}")
-    for precision in ("fp32", "fp32-screened", "fp16", "int8"):
+    for precision in ("fp32", "fp32-screened", "fp32-native", "fp16", "int8"):
         if precision in report:
             s = report[precision]
             lines.append(

@@ -26,6 +26,7 @@ from .source import SourceModel, resolve_source
 # manifest says. fp32 runs anywhere (the CUDA fallback when there is no fp16 graph).
 _PROVIDERS = {
     "fp32-screened": ["CPUExecutionProvider"],
+    "fp32-native": ["CPUExecutionProvider"],  # where the native head runs (runtime.native_session)
     "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
     "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
     "int8": ["CPUExecutionProvider"],  # lossy: run only when asked for (variant="int8")
@@ -217,13 +218,17 @@ def _entry(path: Path, **extra: Any) -> dict[str, Any]:
 
 
 def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_chunk) -> dict[str, Any]:
-    from .graph import OPSET
+    from .graph import NATIVE_HEAD, OPSET
     from .reference import tokenizer_max_length
 
     cfg, arch = mlm.config, source.architecture
     entries = {path.name: _entry(path, precision=precision, providers=_PROVIDERS[precision])
                for precision, path in graphs.files.items()}
     entries[tokenizer_json.name] = _entry(tokenizer_json)
+    native_head = None
+    if "fp32-native" in graphs.files:
+        native_head = graphs.files["fp32-native"].parent / NATIVE_HEAD
+        entries[native_head.name] = _entry(native_head)
     special = _special_tokens(source.directory, arch)
     query = None
     if query_table is not None:
@@ -244,6 +249,7 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
         "tokenizer": {"file": tokenizer_json.name, "max_length": source.max_length, "lowercase": source.lowercase,
                       "special_tokens": special, "pad_id": special.get("pad", 0)},
         "query_table": query,
+        "native_head": native_head.name if native_head is not None else None,
         # the graph interface is fixed by the format version (manifest.py); this records how it was built
         "graph": {"opset": OPSET, "vocab_chunk": vocab_chunk, "fusions": graphs.fusions, "optimizer": arch.optimizer},
         "files": entries,

@@ -1,7 +1,8 @@
 """GraphBuilder: how our kernels add ONNX nodes and initializers to a graph.
 
 The kernel modules import in a line, never in a circle: builder <- screening <- splade_head
-(screening writes the int8-screened max-logits step; splade_head writes the head around it).
+(screening writes the int8-screened max-logits step; splade_head writes the head around it), and
+screening <- native_head (the same bound for the C kernel, _head.c).
 """
 
 from __future__ import annotations

@@ -58,6 +58,22 @@ def round_up(x: np.ndarray) -> np.ndarray:
     return np.where(x32.astype(np.float64) < x, np.nextafter(x32, np.float32(np.inf)), x32).astype(np.float32)
 
 
+def screen_bound(weight: np.ndarray, bias: np.ndarray, center: np.ndarray | None) -> dict:
+    """Everything the bound needs from the export, shared by the graph below and the native kernel
+    (kernels/_head.c): the int8 rows and their statistics, the centre, and the bound's per-vocab
+    coefficients of |h - mu|_1 and |dh|_inf ([2, V]) and its constant term ([V])."""
+    hidden = weight.shape[1]
+    stats = quantize_rows(weight)
+    mu = np.zeros(hidden, np.float32) if center is None else np.asarray(center, np.float32)
+    mu_w = weight.astype(np.float64) @ mu.astype(np.float64)  # [V]: the centre's share of every logit
+    # rounding the exact pass and the centring can't exceed: |h|_1 <= |h - mu|_1 + 2 |mu|_1 (one fp32 Sub)
+    slack_w = SLACK_REL * stats["w_inf"].astype(np.float64)
+    slack_b = SLACK_REL * (np.abs(bias) + np.abs(mu_w)) + SLACK_ABS + 2 * np.abs(mu).sum() * slack_w
+    coeff = np.stack([round_up(stats["dw_inf"].astype(np.float64) + slack_w), stats["w1_plus_dw1"]])
+    return {"rows": stats, "center": mu, "coeff": coeff,
+            "const": round_up(bias.astype(np.float64) + mu_w + slack_b)}
+
+
 def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name: str, weight: np.ndarray,
                         bias: np.ndarray, bias_name: str, chunk: int, center: np.ndarray | None = None) -> str:
     """Biased max logits [B, V], exact for every entry that can be positive; the rest are 0.
@@ -65,18 +81,11 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
     from onnx import TensorProto, helper
 
     vocab, hidden = weight.shape
-    stats = quantize_rows(weight)
-    mu = np.zeros(hidden, np.float32) if center is None else np.asarray(center, np.float32)
-    mu_w = weight.astype(np.float64) @ mu.astype(np.float64)  # [V]: the centre's share of every logit
-    # rounding the exact pass and the centring can't exceed: |h|_1 <= |h - mu|_1 + 2 |mu|_1 (one fp32 Sub)
-    slack_w = SLACK_REL * stats["w_inf"].astype(np.float64)
-    slack_b = SLACK_REL * (np.abs(bias) + np.abs(mu_w)) + SLACK_ABS + 2 * np.abs(mu).sum() * slack_w
-    # the bound's per-vocab coefficients of |h - mu|_1 and |dh|_inf, and its constant term, as one
-    # [2, V] matrix and a [V] row (see the bound below)
-    coeff = np.stack([round_up(stats["dw_inf"].astype(np.float64) + slack_w), stats["w1_plus_dw1"]])
+    bound = screen_bound(weight, bias, center)
+    stats, mu = bound["rows"], bound["center"]
     c = {name: b.const(name, value) for name, value in (
-        ("wq_scale", stats["scale"]), ("bound_coeff", coeff),
-        ("bound_const", round_up(bias.astype(np.float64) + mu_w + slack_b)), ("center", mu),
+        ("wq_scale", stats["scale"]), ("bound_coeff", bound["coeff"]), ("bound_const", bound["const"]),
+        ("center", mu),
         ("vocab_dim", np.array([vocab], np.int64)), ("q_max", np.array(127.0, np.float32)),
         ("q_min", np.array(-127.0, np.float32)), ("tiny", np.array(1e-30, np.float32)),
         ("w_zero", np.array(128, np.uint8)), ("h_cols", np.array([hidden, -1], np.int64)),

@@ -48,8 +48,8 @@ def choose_cpu_precision(manifest: Manifest, session_factory, isa: list[str] | N
     session_factory(precision) -> an onnxruntime session over that graph, for the one-off timing."""
     forced = os.environ.get(ENV)
     if forced:
-        if forced not in ("fp32-screened", "fp32"):
-            raise ValueError(f"{ENV}={forced!r}: expected fp32-screened or fp32")
+        if forced not in ("fp32-native", "fp32-screened", "fp32"):
+            raise ValueError(f"{ENV}={forced!r}: expected fp32-native, fp32-screened or fp32")
         return forced
     screened, fp32 = manifest.graph("fp32-screened"), manifest.graph("fp32")
     if screened is None or fp32 is None or has_vnni(isa):

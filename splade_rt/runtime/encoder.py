@@ -132,8 +132,9 @@ class SpladeEncoder:
         # projection is cheap enough that thread wake-ups dominate; the fp32 graph's projection, and a
         # base-size encoder's layers, still gain from a second thread
         self._small_enabled = (on_cpu and small_encoder and threads > 1
-                               and self.placement.precision in ("fp32-screened", "int8"))
-        self._twins: dict[int, Any] = {}  # intra-op threads -> twin CPU session, made on first use
+                               and self.placement.precision in ("fp32-native", "fp32-screened", "int8"))
+        self._threads = threads
+        self._twins: dict[tuple[int, int], Any] = {}  # (intra-op, head) threads -> twin CPU session, made on first use
         self._twin_lock = threading.Lock()
         self._spinning = spinning
         self._truncation_reported = False
@@ -269,7 +270,8 @@ class SpladeEncoder:
                 return self._run_bound(ids, mask, top, wanted)
             if session is None:
                 small = self._small_enabled and ids.size <= SMALL_INPUT_TOKENS
-                session = self._twin(1) if small else self.placement.session
+                # the native head still splits a query's vocab across every thread
+                session = self._twin(1, self._threads) if small else self.placement.session
             return session.run(wanted, {INPUT_IDS: ids, ATTENTION_MASK: mask, TOP_K: top}, self._run_options)
         except Exception as e:
             if not is_out_of_memory(e):
@@ -305,12 +307,13 @@ class SpladeEncoder:
             self._oom_warned = True
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    def _twin(self, threads: int):
-        if threads not in self._twins:
+    def _twin(self, threads: int, head_threads: int | None = None):
+        key = (threads, head_threads or threads)
+        if key not in self._twins:
             with self._twin_lock:
-                if threads not in self._twins:
-                    self._twins[threads] = cpu_twin(self.placement, self.manifest, threads, self._spinning)
-        return self._twins[threads]
+                if key not in self._twins:
+                    self._twins[key] = cpu_twin(self.placement, self.manifest, threads, self._spinning, key[1])
+        return self._twins[key]
 
     def _run_bound(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str]):
         """Inputs copied to the device once; only the wanted (small) outputs are bound to host memory:

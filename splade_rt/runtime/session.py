@@ -169,8 +169,9 @@ class ProviderSpec:
 
 
 PROVIDERS: dict[str, ProviderSpec] = {s.kind: s for s in (
-    # CPU: the exact int8-screened graph (same results as fp32, faster), then plain fp32
-    ProviderSpec("cpu", CPU, "CPU", ("fp32-screened", "fp32"), io_binding=False, install="onnxruntime",
+    # CPU: the native head over the states graph where its kernel runs (AVX-512 VNNI), the exact
+    # int8-screened graph (same results as fp32, faster), then plain fp32
+    ProviderSpec("cpu", CPU, "CPU", ("fp32-native", "fp32-screened", "fp32"), io_binding=False, install="onnxruntime",
                  library="onnxruntime is broken", build_options=_cpu_options),
     ProviderSpec("cuda", CUDA, "CUDA", ("fp16", "fp32"), io_binding=True,
                  install="onnxruntime-gpu (pip install 'splade-rt[gpu]')",
@@ -211,7 +212,7 @@ def run_options(placement: Placement):
 
 @dataclass
 class Placement:
-    session: Any  # onnxruntime.InferenceSession
+    session: Any  # onnxruntime.InferenceSession, or a NativeSession over one (fp32-native)
     device: str  # a PROVIDERS kind
     device_id: int
     file: str
@@ -219,6 +220,7 @@ class Placement:
     fallback_reason: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the provider options the session was given
     settings: GpuSettings = GpuSettings()
+    head: Any = None  # the fp32-native variant's NativeHead, shared by its twins
 
     @property
     def max_rows(self) -> int | None:
@@ -242,17 +244,32 @@ def parse_device(device: str) -> tuple[str, int]:
     return kind, int(index or 0)
 
 
+def _native_unavailable() -> str | None:
+    from ..kernels.native_head import unavailable
+
+    return unavailable()
+
+
+# precisions that need more than onnxruntime, and why they can't run here (None: they can)
+_RUNS_HERE: dict[str, Callable[[], str | None]] = {"fp32-native": _native_unavailable}
+
+
 def choose_graph(manifest: Manifest, spec: ProviderSpec, variant: str | None,
                  prefer: str | None = None) -> GraphFile:
-    """The variant if named, else the best of the graphs the manifest records for this provider:
-    `prefer` first (the CPU choice), then the row's precision order."""
+    """The variant if named, else the best of the graphs the manifest records for this provider that
+    can run here: `prefer` first (the CPU choice), then the row's precision order."""
     if variant is not None:
         graph = manifest.graph(variant)
         if graph is None:
             have = ", ".join(g.precision for g in manifest.graphs)
             raise ExportDirError(f"variant {variant!r} not in this export (has: {have})")
+        why = _RUNS_HERE[variant]() if variant in _RUNS_HERE else None
+        if why:
+            raise DeviceError(f"variant {variant!r} can't run here: {why}; variant='fp32-screened' gives the same "
+                              "vectors")
         return graph
-    usable = {g.precision: g for g in manifest.graphs_for(spec.provider)}
+    usable = {g.precision: g for g in manifest.graphs_for(spec.provider)
+              if g.precision not in _RUNS_HERE or _RUNS_HERE[g.precision]() is None}
     for precision in dict.fromkeys(((prefer,) if prefer else ()) + spec.precisions):
         if precision in usable:
             return usable[precision]
@@ -281,14 +298,24 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cpu_twin(placement: Placement, manifest: Manifest, threads: int, spinning: bool):
+def cpu_twin(placement: Placement, manifest: Manifest, threads: int, spinning: bool, head_threads: int = 1):
     """A CPU session over the same graph with fewer threads: for inputs too small to split across
     threads (waking a second worker for each of ~100 tiny ops costs more than it saves), and for
-    batches run side by side."""
+    batches run side by side. head_threads: the native head's (it splits even a query's vocab well)."""
+    return _cpu_session(manifest, placement.file, threads, spinning, placement.head, head_threads)
+
+
+def _cpu_session(manifest: Manifest, file: str, threads: int | None, spinning: bool, head=None,
+                 head_threads: int | None = None):
+    """An onnxruntime CPU session over the file; wrapped with the native head for fp32-native."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(manifest.directory / placement.file), session_options(threads, spinning),
-                                providers=[CPU])
+    session = ort.InferenceSession(str(manifest.directory / file), session_options(threads, spinning), providers=[CPU])
+    if head is None:
+        return session
+    from .native_session import NativeSession
+
+    return NativeSession(session, head, head_threads or session.get_session_options().intra_op_num_threads)
 
 
 def open_session(manifest: Manifest, device: str, *, variant: str | None = None, threads: int | None = None,
@@ -339,12 +366,21 @@ def open_session(manifest: Manifest, device: str, *, variant: str | None = None,
     prefer = None if variant else _cpu_choice(manifest, threads, spinning, verify)
     graph = choose_graph(manifest, PROVIDERS["cpu"], variant, prefer)
     path = manifest.verify_file(graph.name, verify)
+    head = None
+    if graph.precision == "fp32-native":
+        from ..kernels.native_head import NativeHead
+
+        assert manifest.native_head is not None  # parse_manifest requires it beside an fp32-native graph
+        model = manifest.model
+        head = NativeHead.load(manifest.verify_file(manifest.native_head, verify), model.activation,
+                               model.vocab_size, model.hidden_size)
     try:
-        session = ort.InferenceSession(str(path), session_options(threads, spinning), providers=[CPU])
+        session = _cpu_session(manifest, graph.name, threads, spinning, head)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several types for a bad file
         raise ExportDirError(f"{path}: onnxruntime cannot load it ({first_line(e)})") from None
     logger.info("splade-rt: %s on %s (%s)", graph.name, CPU, graph.precision)
-    return Placement(session, "cpu", 0, graph.name, graph.precision, fallback_reason=reason, settings=settings)
+    return Placement(session, "cpu", 0, graph.name, graph.precision, fallback_reason=reason, settings=settings,
+                     head=head)
 
 
 def first_line(error: BaseException) -> str:
