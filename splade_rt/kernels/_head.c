@@ -145,36 +145,51 @@ AVX512 static inline void tile_max(const int8_t *w, const uint8_t *tok, int32_t 
     _mm512_storeu_si512(out + 16, m1);
 }
 
-/* the exact max over tokens [begin, end) of h . w in fp32: the row's states transposed ([H][stride], the
- * token count padded to a multiple of 16 with copies of the last token), 16 tokens per vector and up
- * to four vectors in flight, so neither a horizontal sum per token nor one FMA chain bounds it */
-AVX512 static inline float exact_max(const float *xt, Py_ssize_t stride, Py_ssize_t begin, Py_ssize_t end,
-                                     const float *w, Py_ssize_t H) {
-    __m512 best = _mm512_set1_ps(-INFINITY);
+/* the exact max over tokens [begin, end) of h . w in fp32, for four candidates w0..w3 at once (best[c]
+ * is raised to it). The row's states are transposed ([H][stride], the token count padded to a
+ * multiple of 16 with copies of the last token): 16 tokens per vector, no horizontal sum per token.
+ * Four candidates x four token vectors share their loads: 8 loads per 16 FMAs, FMA-bound. */
+#define EX_ZERO(c, j) __m512 e##c##j = _mm512_setzero_ps();
+#define EX_FMA(c, j) e##c##j = _mm512_fmadd_ps(x##j, v##c, e##c##j);
+#define EX_FOUR(X, c) X(c, 0) X(c, 1) X(c, 2) X(c, 3)
+#define EX_ALL(X) EX_FOUR(X, 0) EX_FOUR(X, 1) EX_FOUR(X, 2) EX_FOUR(X, 3)
+#define EX_MAX(c) m##c = _mm512_max_ps(m##c, _mm512_max_ps(_mm512_max_ps(e##c##0, e##c##1), \
+                                                           _mm512_max_ps(e##c##2, e##c##3)));
+AVX512 static void exact_max4(const float *xt, Py_ssize_t stride, Py_ssize_t begin, Py_ssize_t end,
+                              const float *const w[4], Py_ssize_t H, float best[4]) {
+    __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
     Py_ssize_t t0 = begin;
     for (; t0 + 64 <= end; t0 += 64) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        EX_ALL(EX_ZERO)
         for (Py_ssize_t h = 0; h < H; h++) {
             const float *x = xt + h * stride + t0;
-            __m512 wh = _mm512_set1_ps(w[h]);
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x), wh, a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16), wh, a1);
-            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + 32), wh, a2);
-            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + 48), wh, a3);
+            __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32),
+                   x3 = _mm512_loadu_ps(x + 48);
+            __m512 v0 = _mm512_set1_ps(w0[h]), v1 = _mm512_set1_ps(w1[h]), v2 = _mm512_set1_ps(w2[h]),
+                   v3 = _mm512_set1_ps(w3[h]);
+            EX_ALL(EX_FMA)
         }
-        best = _mm512_max_ps(best, _mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(a2, a3)));
+        EX_MAX(0) EX_MAX(1) EX_MAX(2) EX_MAX(3)
     }
     for (; t0 < end; t0 += 16) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-        Py_ssize_t h = 0;
-        for (; h + 2 <= H; h += 2) {
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(xt + h * stride + t0), _mm512_set1_ps(w[h]), a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(xt + (h + 1) * stride + t0), _mm512_set1_ps(w[h + 1]), a1);
+        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+        for (Py_ssize_t h = 0; h < H; h++) {
+            __m512 x = _mm512_loadu_ps(xt + h * stride + t0);
+            e0 = _mm512_fmadd_ps(x, _mm512_set1_ps(w0[h]), e0);
+            e1 = _mm512_fmadd_ps(x, _mm512_set1_ps(w1[h]), e1);
+            e2 = _mm512_fmadd_ps(x, _mm512_set1_ps(w2[h]), e2);
+            e3 = _mm512_fmadd_ps(x, _mm512_set1_ps(w3[h]), e3);
         }
-        if (h < H) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(xt + h * stride + t0), _mm512_set1_ps(w[h]), a0);
-        best = _mm512_max_ps(best, _mm512_add_ps(a0, a1));
+        m0 = _mm512_max_ps(m0, e0);
+        m1 = _mm512_max_ps(m1, e1);
+        m2 = _mm512_max_ps(m2, e2);
+        m3 = _mm512_max_ps(m3, e3);
     }
-    return _mm512_reduce_max_ps(best);
+    float x[4] = {_mm512_reduce_max_ps(m0), _mm512_reduce_max_ps(m1), _mm512_reduce_max_ps(m2),
+                  _mm512_reduce_max_ps(m3)};
+    for (int c = 0; c < 4; c++)
+        if (x[c] > best[c]) best[c] = x[c];
 }
 
 AVX512 static Py_ssize_t screen_tiles(const uint8_t *tok, const float *xs, const int32_t *counts, const float *stats,
@@ -218,15 +233,21 @@ AVX512 static Py_ssize_t screen_tiles(const uint8_t *tok, const float *xs, const
                 }
             }
         }
-        /* exact pass: 64 tokens at a time (8 KiB per hidden-128 block, in L1) against every candidate */
+        /* exact pass: 64 tokens at a time (32 KiB at hidden 128, in L1) against every candidate */
         const float *xt = xs + r * S16 * H;
         Py_ssize_t n16 = (n + 15) / 16 * 16;
         for (Py_ssize_t i = 0; i < found; i++) best[i] = -INFINITY;
         for (Py_ssize_t t0 = 0; t0 < n16; t0 += 64) {
             Py_ssize_t t1 = t0 + 64 < n16 ? t0 + 64 : n16;
-            for (Py_ssize_t i = 0; i < found; i++) {
-                float x = exact_max(xt, S16, t0, t1, W + (Py_ssize_t)cols[i] * H, H);
-                if (x > best[i]) best[i] = x;
+            for (Py_ssize_t i = 0; i < found; i += 4) { /* past the last candidate: the last one again */
+                const float *w[4];
+                float four[4];
+                for (int c = 0; c < 4; c++) {
+                    w[c] = W + (Py_ssize_t)cols[i + c < found ? i + c : found - 1] * H;
+                    four[c] = i + c < found ? best[i + c] : -INFINITY;
+                }
+                exact_max4(xt, S16, t0, t1, w, H, four);
+                for (int c = 0; c < 4 && i + c < found; c++) best[i + c] = four[c];
             }
         }
         /* the row's non-zeros, columns ascending, at row * span in the outputs */
