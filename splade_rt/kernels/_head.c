@@ -1,12 +1,13 @@
 /* The certified-screen SPLADE head as one CPU kernel (AVX-512 VNNI), for the "fp32-native" variant.
  *
  * Same maths as kernels/screening.py (the ONNX screened graph), without what stock ONNX ops force:
- *   - the int8 products never leave registers: each 32-entry vocab tile x 12-token tile is reduced
+ *   - the int8 products never leave registers: each 32-entry vocab tile x 8-token tile is reduced
  *     to its max right after the dot products, so no [vocab, tokens] int32 tile is written and read
  *     back by a separate ReduceMax;
- *   - the weights are packed once at load (onnxruntime's MatMulInteger packs the constant operand
- *     again on every call), which is most of a batch-1 query's screen;
- *   - the bound, the candidate test and the exact fp32 pass run per tile while its rows are in cache.
+ *   - the weights are packed once at load (onnxruntime's MatMulInteger packs its constant operand
+ *     again on every call, which is much of a batch-1 query's screen);
+ *   - the bound and the candidate test run per tile, the exact fp32 pass per row over its candidates
+ *     only, and the non-zeros come out as CSR: no [batch, vocab] array is scanned.
  * The result is exact: entries whose certified upper bound is > 0 are recomputed in fp32 over the
  * row's tokens; the others are provably <= 0, i.e. 0 after relu.
  *
@@ -21,7 +22,7 @@
 #include <string.h>
 
 #define VT 32 /* vocab entries per tile: two 16-lane int32 accumulators */
-#define TT 8 /* tokens per tile: 16 accumulators + 2 weight registers; 12 made GCC spill accumulators */
+#define TT 8 /* tokens per tile: 16 accumulators + 2 weight registers (at 12 GCC spills accumulators) */
 /* the transposed states' row stride: S padded to 16 floats, an odd number of cache lines, so that
  * the exact pass's column walk does not map every hidden dim onto the same few L1 sets */
 #define XSTRIDE(S) ((((S) + 15) / 16 | 1) * 16)
@@ -103,7 +104,8 @@ static void prepare_rows(const float *states, const int64_t *mask, Py_ssize_t B,
 #if SPLADE_X86
 /* max over tokens of the 32 tile entries' int32 dot products (uint8 tokens x int8 weights), for T
  * tokens at a time. The accumulators are named variables, written out by REP<T>, not an array:
- * GCC keeps an array of vectors in memory, a store per dot product, which cost 15% of the speed. */
+ * GCC keeps an array of vectors in memory, a store per dot product. */
+typedef int32_t unaligned_i32 __attribute__((may_alias, aligned(1))); /* 4 token bytes as one lane */
 #define REP1(X) X(0)
 #define REP2(X) REP1(X) X(1)
 #define REP3(X) REP2(X) X(2)
@@ -115,7 +117,7 @@ static void prepare_rows(const float *states, const int64_t *mask, Py_ssize_t B,
 #define ACC_ZERO(t) __m512i a0_##t = _mm512_setzero_si512(), a1_##t = a0_##t;
 #define ACC_STEP(t)                                                                                          \
     {                                                                                                        \
-        __m512i b = _mm512_set1_epi32(*(const int32_t *)(tb + (t) * K + 4 * k)); /* K % 4 == 0 */            \
+        __m512i b = _mm512_set1_epi32(*(const unaligned_i32 *)(tb + (t) * K + 4 * k));                      \
         a0_##t = _mm512_dpbusd_epi32(a0_##t, b, w0);                                                         \
         a1_##t = _mm512_dpbusd_epi32(a1_##t, b, w1);                                                         \
     }

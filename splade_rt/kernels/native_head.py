@@ -46,6 +46,9 @@ class NativeHead:
     def __init__(self, weight: np.ndarray, bias: np.ndarray, center: np.ndarray, activation: str) -> None:
         from .screening import screen_bound
 
+        why_not = unavailable()
+        if why_not:
+            raise RuntimeError(f"the native head can't run here: {why_not}")
         self.kernel = _kernel()
         vocab, hidden = weight.shape
         tile, self.vocab, self.hidden = self.kernel.VOCAB_TILE, vocab, hidden
@@ -101,7 +104,7 @@ class NativeHead:
         if mask.shape != (rows, seq) or hidden != self.hidden:
             raise ValueError(f"native head: states {states.shape} and mask {mask.shape} don't match its hidden size "
                              f"{self.hidden}")
-        counts, cols, vals, self.candidates = self.kernel.run(
+        counts, cols, vals, _ = self.kernel.run(
             states, mask, self.center, self.packed, self.correction, self.scale, self.coeff[0], self.coeff[1],
             self.const, self.weight, self.bias, rows, seq, hidden, self.k, self.vocab, self.activation, threads)
         indptr = np.zeros(rows + 1, np.int64)

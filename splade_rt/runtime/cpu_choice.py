@@ -1,5 +1,8 @@
 """Which exact CPU graph is faster on this CPU: the int8-screened one or plain fp32.
 
+(Where the native head runs, AVX-512 VNNI and the compiled extension, it comes first and needs no
+choice: see session.choose_graph. This module decides between the two graphs behind it.)
+
 The screened graph's speed comes from int8 dot products. CPUs with VNNI (AVX-512 VNNI, AVX-VNNI,
 AMX) run them in one instruction, and there the screened graph wins by a wide margin; without VNNI
 onnxruntime emulates them and the margin shrinks, possibly below zero for a base-size model whose
@@ -10,8 +13,8 @@ encoder dominates. Both graphs give the same vectors, so the choice is only abou
   cached per graph pair and CPU model (in ~/.cache/splade-rt/cpu-choice.json), so later loads
   cost nothing.
 
-`SpladeEncoder(variant="fp32-screened" | "fp32")` forces either; `SPLADE_RT_CPU_GRAPH` does the same
-for a whole deployment.
+`SpladeEncoder(variant="fp32-native" | "fp32-screened" | "fp32")` forces one; `SPLADE_RT_CPU_GRAPH`
+prefers one for a whole deployment.
 """
 
 from __future__ import annotations
