@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from splade_rt.kernels import append_splade_head
-from splade_rt.kernels.native_head import NativeHead, unavailable
+from splade_rt.kernels.native_head import NativeHead, head_arrays, unavailable
 from splade_rt.kernels.screening import quantize_rows
 
 needs_native = pytest.mark.skipif(unavailable() is not None, reason=f"native head: {unavailable()}")
@@ -111,7 +111,7 @@ def test_screened_head_never_misses_a_positive_logit(model, case, centring):
         assert ((want > 0) == (got > 0)).all(), (case, trial)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
         if unavailable() is None:  # the native kernel: the same bound, so the same guarantee
-            native = native_dense(NativeHead(weight, b, center, "relu"), states, mask)
+            native = native_dense(NativeHead(head_arrays(weight, b, center), "relu"), states, mask)
             assert ((want > 0) == (native > 0)).all(), (case, trial)
             # its fp32 dot products sum in another order than MLAS's: equal to within their rounding
             rounding = 48 * 2.0**-24 * float(np.abs(states.reshape(-1, 48) @ weight.T).max())
@@ -145,7 +145,7 @@ def test_native_head_matches_pooling_on_any_mask_and_thread_count(hidden):
     mask[4, 17:] = 0
     states[mask == 0] = 40.0  # padding must not leak into the max
     for activation in ("relu", "log1p_relu"):
-        head = NativeHead(weight, bias, offset, activation)
+        head = NativeHead(head_arrays(weight, bias, offset), activation)
         want = numpy_reference(weight, bias, states, mask, activation)
         for threads in (1, 2, 5):
             got = native_dense(head, states, mask, threads)

@@ -362,6 +362,8 @@ def test_native_head_equals_the_fp32_graph_on_every_path(export_dir, real_pairs)
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_allclose(a.values, b.values, atol=1e-5)
     assert native._twins[(1, 2)].head_threads == 2  # the query's head split across both threads
+    with pytest.raises(ValueError, match="io_binding=True applies to the fused graphs"):
+        SpladeEncoder(export_dir, device="cpu", variant="fp32-native", io_binding=True)
     for k in (1, 16):
         a, b = native.encode(texts[:40], top_k=k), fp32.encode(texts[:40], top_k=k)
         assert [sorted(r.to_dict()) for r in a] == [sorted(r.to_dict()) for r in b]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..kernels import append_splade_head
+from ..kernels.native_head import head_arrays
 from ..manifest import ATTENTION_MASK, INPUT_IDS
 from .reference import body_inputs, decoder_parameters, hidden_mean, quiet, without_decoder
 from .source import SourceModel
@@ -25,7 +26,7 @@ from .texts import parity_texts
 
 OPSET = 17
 HIDDEN = "mlm_hidden"
-NATIVE_HEAD = "native_head.npz"  # the fp32-native variant's decoder weight, bias and screen centre
+NATIVE_HEAD = "native_head.npz"  # the fp32-native variant's arrays (kernels.native_head.HEAD_ARRAYS)
 
 
 def fp16_keep_fp32() -> list[str]:
@@ -97,8 +98,7 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
         states = copy.deepcopy(body)
         states.producer_name = "splade-rt"
         onnx.save(states, str(files["fp32-native"]))
-        np.savez(work / NATIVE_HEAD, weight=weight.astype(np.float32), bias=bias.astype(np.float32),
-                 center=np.asarray(center, np.float32))
+        np.savez(work / NATIVE_HEAD, **head_arrays(weight, bias, center))
     if fp16:
         files["fp16"] = work / "model.fp16.onnx"
         onnx.save(to_fp16(fp32), str(files["fp16"]))

@@ -58,10 +58,11 @@ def run_native(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, ac
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     (states,) = session.run(None, {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask})
     with np.load(path.parent / NATIVE_HEAD) as data:
-        weight, bias, center = (data[name] for name in HEAD_ARRAYS)
+        arrays = {name: data[name] for name in HEAD_ARRAYS}
+    weight, bias = arrays["weight"], arrays["bias"]
     why_not = unavailable()
     if why_not is None:
-        head = NativeHead(weight, bias, center, activation)
+        head = NativeHead(arrays, activation)
         sparse = head.dense(len(states), *head(states, attention_mask))
         method = "onnxruntime states graph + kernels/_head.c"
     else:  # row by row: [tokens, vocab] logits at a time
@@ -159,14 +160,23 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
             stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= floor and (stats["argmax_same"] or not argmax)
                                and stats["topk_output_consistent"])
             stats["method"] = FP16_CPU_METHOD if precision == "fp16" else method
-        if precision in ("fp32-screened", "fp32-native") and "fp32" in outputs:
-            # exact by construction: the same values and the same non-zero set as the fp32 graph
+        if precision == "fp32-screened" and "fp32" in outputs:
+            # exact by construction, on onnxruntime's own kernels: the fp32 graph's values and non-zero set
             same = compare(outputs["fp32"], sparse)
             stats["vs_fp32_graph"] = {"max_abs_diff": same["max_abs_diff"],
                                       "nonzero_jaccard_min": same["nonzero_jaccard_min"]}
             stats["bar"] += f" and vs fp32 graph: max abs diff <= {SCREENED_MAX_ABS_DIFF}, same non-zero set"
             stats["passed"] = (stats["passed"] and same["max_abs_diff"] <= SCREENED_MAX_ABS_DIFF
                                and same["nonzero_jaccard_min"] == 1.0)
+        if precision == "fp32-native" and "fp32" in outputs:
+            # exact too, but its fp32 sums run in another order than MLAS's: within their rounding of the
+            # fp32 graph (relative to its largest value, as the bar against torch is), so a logit within
+            # rounding of zero may be a tiny non-zero in one and not the other (the Jaccard says how often)
+            same = compare(outputs["fp32"], sparse)
+            stats["vs_fp32_graph"] = {"max_abs_diff": same["max_abs_diff"], "max_rel_diff": same["max_rel_diff"],
+                                      "nonzero_jaccard_min": same["nonzero_jaccard_min"]}
+            stats["bar"] += f" and vs fp32 graph: max rel diff <= {SCREENED_MAX_ABS_DIFF}"
+            stats["passed"] = stats["passed"] and same["max_rel_diff"] <= SCREENED_MAX_ABS_DIFF
         ok = ok and stats["passed"]
         report[precision] = stats
     report["passed"] = bool(ok)

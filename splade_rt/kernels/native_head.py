@@ -17,7 +17,9 @@ import numpy as np
 
 from ..errors import ExportDirError
 
-HEAD_ARRAYS = ("weight", "bias", "center")
+# the .npz's arrays: the exact pass's (weight, bias), the screen's (int8 rows, their scales, the centre)
+# and the bound's per-vocab terms (kernels.screening.screen_bound), computed once at export
+HEAD_ARRAYS = ("weight", "bias", "center", "wq", "scale", "coeff", "const")
 _ACTIVATION_CODE = {"relu": 0, "log1p_relu": 1}  # the kernel's: log1p once, or twice
 
 
@@ -39,40 +41,46 @@ def unavailable() -> str | None:
     return None
 
 
+def head_arrays(weight: np.ndarray, bias: np.ndarray, center: np.ndarray | None) -> dict[str, np.ndarray]:
+    """HEAD_ARRAYS for a decoder: what the exporter writes and the kernel reads."""
+    from .screening import screen_bound
+
+    bound = screen_bound(weight, bias, center)
+    return {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32), "center": bound["center"],
+            "wq": bound["rows"]["wq"], "scale": bound["rows"]["scale"], "coeff": bound["coeff"],
+            "const": bound["const"]}
+
+
 class NativeHead:
     """The kernel's arrays, packed once at load: int8 weights in vocab tiles of 32 rows x 4 bytes per
     lane (vpdpbusd's layout), the uint8 offset's correction, and the bound's terms per vocab entry."""
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, center: np.ndarray, activation: str) -> None:
-        from .screening import screen_bound
-
+    def __init__(self, arrays: dict[str, np.ndarray], activation: str) -> None:
         why_not = unavailable()
         if why_not:
             raise RuntimeError(f"the native head can't run here: {why_not}")
         self.kernel = _kernel()
-        vocab, hidden = weight.shape
+        vocab, hidden = arrays["weight"].shape
         tile, self.vocab, self.hidden = self.kernel.VOCAB_TILE, vocab, hidden
         self.k = -(-hidden // 4) * 4
         self.tiles = -(-vocab // tile)
         padded = self.tiles * tile
-        bound = screen_bound(weight, bias, center)
         wq = np.zeros((padded, self.k), np.int8)
-        wq[:vocab, :hidden] = bound["rows"]["wq"]
+        wq[:vocab, :hidden] = arrays["wq"]
         # [tiles, k / 4, 32, 4]: per 4 hidden dims, the tile's 32 rows' 4 bytes side by side
         self.packed = np.ascontiguousarray(wq.reshape(self.tiles, tile, self.k // 4, 4).transpose(0, 2, 1, 3))
-        self.correction = (128 * wq.astype(np.int32).sum(axis=1)).astype(np.int32)
+        self.correction = 128 * wq.sum(axis=1, dtype=np.int32)
 
         def padded_row(x: np.ndarray, fill: float) -> np.ndarray:
             out = np.full(padded, fill, np.float32)
             out[:vocab] = x
             return out
 
-        self.scale = padded_row(bound["rows"]["scale"], 0.0)
-        self.coeff = [padded_row(row, 0.0) for row in bound["coeff"]]
-        self.const = padded_row(bound["const"], -np.inf)  # padding rows are never candidates
-        self.center = bound["center"]
-        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
-        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        self.scale = padded_row(arrays["scale"], 0.0)
+        self.coeff = [padded_row(row, 0.0) for row in arrays["coeff"]]
+        self.const = padded_row(arrays["const"], -np.inf)  # padding rows are never candidates
+        self.center, self.weight, self.bias = (np.ascontiguousarray(arrays[name], dtype=np.float32)
+                                               for name in ("center", "weight", "bias"))
         self.activation = _ACTIVATION_CODE[activation]
 
     @classmethod
@@ -80,13 +88,15 @@ class NativeHead:
         """From the export's .npz, checked against the manifest's sizes: one clear error otherwise."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                arrays = {name: np.ascontiguousarray(data[name], dtype=np.float32) for name in HEAD_ARRAYS}
+                arrays = {name: data[name] for name in HEAD_ARRAYS}
         except (OSError, ValueError, KeyError) as e:
             raise ExportDirError(f"{path}: not a readable head file ({str(e)[:160]})") from None
-        for name, shape in {"weight": (vocab, hidden), "bias": (vocab,), "center": (hidden,)}.items():
+        shapes = {"weight": (vocab, hidden), "bias": (vocab,), "center": (hidden,), "wq": (vocab, hidden),
+                  "scale": (vocab,), "coeff": (2, vocab), "const": (vocab,)}
+        for name, shape in shapes.items():
             if arrays[name].shape != shape:
                 raise ExportDirError(f"{path}: {name} is {arrays[name].shape}, expected {shape}")
-        return cls(arrays["weight"], arrays["bias"], arrays["center"], activation)
+        return cls(arrays, activation)
 
     def dense(self, rows: int, indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
         """[rows, vocab] from __call__'s CSR."""

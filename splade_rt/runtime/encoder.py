@@ -117,6 +117,9 @@ class SpladeEncoder:
                                                  settings=settings)
         # IOBinding keeps inputs and the [batch, vocab] tensor on the device; on the CPU plain run() is cheaper.
         self._io_binding = self.placement.spec.io_binding if io_binding is None else io_binding
+        if self._io_binding and self.placement.head is not None:
+            raise ValueError("io_binding=True applies to the fused graphs; the native head (variant fp32-native) runs "
+                             "on the CPU's own memory: leave io_binding unset or pass variant='fp32-screened'")
         self._run_options = run_options(self.placement)
         self._max_rows = self.placement.max_rows or sys.maxsize
         self._oom_tokens = sys.maxsize  # padded tokens of the smallest batch that ran out of memory
