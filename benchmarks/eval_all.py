@@ -2,8 +2,8 @@
 
     python -m benchmarks.eval_all [--export DIR] [--max-length 256] [--no-reference]
 
-Runs splade-eval per collection and variant (fp32-screened, fp32, fp16 and the lossy opt-in int8,
-on the CPU EP) and, once per collection, the torch reference; writes results/eval-<date>.json and
+Runs splade-eval per collection and variant (fp32-screened, fp32-native, fp32, fp16 and the lossy
+opt-in int8 and int8-native, on the CPU) and, once per collection, the torch reference; writes results/eval-<date>.json and
 .md. The reference nDCG@10 figures are the shared data README's (an independent fp32
 implementation, max length 256).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from .common import COLLECTIONS, SHARED, prepare_models, script_parser
 
 PUBLISHED_NDCG10 = {"scifact": 0.644, "vaswani": 0.373, "cranfield": 0.363, "cisi": 0.301}  # graded gains
-VARIANTS = ("fp32-screened", "fp32", "fp16", "int8")
+VARIANTS = ("fp32-screened", "fp32-native", "fp32", "fp16", "int8", "int8-native")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ REFERENCE = "st-torch"
 BASE = "base-"  # the base-size model's configurations: its names start with this
 MODELS = {"": "splade-tiny-msmarco (bundled, trained)", BASE: base_size.LABEL}
 INT8_LABEL = "splade-rt int8 encoder, exact screened head (lossy, opt-in)"
+INT8_NATIVE_LABEL = "splade-rt int8 encoder, exact native head (lossy, opt-in)"
 NATIVE_LABEL = "splade-rt exact native head CPU (default with AVX-512 VNNI)"
 SCREENED_LABEL = "splade-rt exact int8-screened graph CPU (default without AVX-512 VNNI)"
 
@@ -66,6 +67,8 @@ def configurations(paths: dict[str, Path], gpu: bool, peers: bool = False,
                                "label": "splade-rt exact int8-screened, one batch at a time (workers=1)"},
         "rt-int8": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "int8", "device": "cpu",
                     "label": INT8_LABEL},
+        "rt-int8-native": {"kind": "rt", "export_dir": str(paths["chunked"]), "variant": "int8-native",
+                           "device": "cpu", "label": INT8_NATIVE_LABEL},
     }
     if "naive" in paths:
         configs["rt-fp32-unchunked"] = {"kind": "rt", "export_dir": str(paths["naive"]), "variant": "fp32",
@@ -91,6 +94,8 @@ def base_configurations(model: Path, export: Path, passages: list[str], peers: b
         "rt-native": {"kind": "rt", "export_dir": str(export), "variant": "fp32-native", "label": NATIVE_LABEL},
         "rt-screened": {"kind": "rt", "export_dir": str(export), "variant": "fp32-screened", "label": SCREENED_LABEL},
         "rt-int8": {"kind": "rt", "export_dir": str(export), "variant": "int8", "label": INT8_LABEL},
+        "rt-int8-native": {"kind": "rt", "export_dir": str(export), "variant": "int8-native",
+                           "label": INT8_NATIVE_LABEL},
     }
     if peers:
         wanted = None if only is None else [n[len(BASE):] for n in only if n.startswith(BASE)]

@@ -21,8 +21,9 @@ from .errors import ExportDirError
 MANIFEST_NAME = "splade.json"
 # 2: model families, per-file providers that the runtime follows, the inference-free query table.
 # 3: the fp32-native variant (a states graph and the native head's arrays).
+# 4: the int8-native variant (the int8 encoder's states graph, the same head).
 # Version 1 manifests (BERT only) parse with the defaults that version implied.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 # Graph interface, fixed since format version 1.
 INPUT_IDS = "input_ids"
@@ -34,9 +35,12 @@ OUT_TOP_INDICES = "top_indices"  # [batch, k] int64
 OUT_NZ_INDEX = "nonzero_index"  # [2, nnz] int64 (row, column), row-major order
 OUT_NZ_VALUE = "nonzero_value"  # [nnz] float32
 
-# fp32-native is a states graph ([batch, seq, hidden]) whose head runs in kernels/_head.c, with the
-# manifest's native_head arrays; the others are fused graphs with the interface above
-PRECISIONS = ("fp32", "fp32-screened", "fp32-native", "fp16", "int8")
+# fp32-native and int8-native are states graphs ([batch, seq, hidden]) whose head runs in
+# kernels/_head.c, with the manifest's native_head arrays; the others are fused graphs with the
+# interface above
+PRECISIONS = ("fp32", "fp32-screened", "fp32-native", "fp16", "int8", "int8-native")
+# each native variant's fused twin: the graph over the same encoder whose vectors it gives
+NATIVE_TWINS = {"fp32-native": "fp32", "int8-native": "int8"}
 ACTIVATIONS = ("relu", "log1p_relu")
 SIMILARITIES = ("dot", "cosine")
 # what version 1 manifests meant by a graph's precision (they recorded no usable provider list)
@@ -198,7 +202,7 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
             if name not in files:
                 raise ExportDirError(f"{path}: field 'files' has no entry for query_table.{what} '{name}'")
     native_head = None
-    if any(g.precision == "fp32-native" for g in graphs):
+    if any(g.precision in NATIVE_TWINS for g in graphs):
         native_head = root.str("native_head")
         if native_head not in files:
             raise ExportDirError(f"{path}: field 'files' has no entry for native_head '{native_head}'")

@@ -54,9 +54,14 @@ def test_default_export_passes_parity_and_records_it(export_dir):
     assert manifest.model.model_type == "bert" and manifest.query_table is None
     assert manifest.tokenizer.special_tokens["cls"] == 101 and manifest.tokenizer.pad_id == 0
     assert len(manifest.source["weights_sha256"]) == 64
-    # the BERT fusions the optimizer is there for actually happened
+    # the BERT fusions the optimizer is there for actually happened, in the GPU's graph; the CPU's
+    # graphs keep attention and the residual LayerNorms as plain ops (faster in onnxruntime's CPU EP)
     assert manifest.graph_info["fusions"].get("Attention") == 2
     assert manifest.graph_info["fusions"].get("SkipLayerNormalization", 0) >= 2
+    ops = {g.precision: {n.op_type for n in onnx.load(str(export_dir / g.name)).graph.node} for g in manifest.graphs}
+    assert {"Attention", "SkipLayerNormalization"} <= ops["fp16"]
+    for cpu in ("fp32", "fp32-screened", "fp32-native"):
+        assert not {"Attention", "SkipLayerNormalization"} & ops[cpu] and "LayerNormalization" in ops[cpu]
 
 
 def test_tied_weights_stored_once_and_logits_never_whole(export_dir, default_model_dir):

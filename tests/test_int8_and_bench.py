@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from splade_rt import SpladeEncoder
+from splade_rt import DeviceError, SpladeEncoder
 from splade_rt.export.pipeline import export_model
+from splade_rt.kernels.native_head import unavailable
 from splade_rt.manifest import read_manifest
 
 
@@ -41,6 +42,29 @@ def test_int8_graph_is_opt_in_quantizes_only_the_encoder_and_keeps_the_top_terms
     exact = SpladeEncoder(int8_export, device="cpu", variant="fp32").encode(texts, top_k=64)
     overlap = np.mean([len(set(a.indices) & set(b.indices)) / max(len(b), 1) for a, b in zip(fast, exact)])
     assert 0.85 <= overlap < 1.0  # close, and really a different (quantized) computation
+
+
+def test_int8_native_gives_the_int8_graphs_vectors_and_says_so_where_it_cant_run(int8_export, real_pairs):
+    manifest = read_manifest(int8_export)
+    native = manifest.graph("int8-native")
+    assert native is not None and native.providers == ("CPUExecutionProvider",)
+    parity = manifest.parity["int8-native"]
+    assert parity["passed"] and parity["vs_int8_graph"]["max_rel_diff"] <= 1e-5
+    model = onnx.load(str(int8_export / native.name))
+    assert [o.name for o in model.graph.output] == ["mlm_hidden"]  # states only: the head is the kernel's
+    assert "MatMulInteger" in {n.op_type for n in model.graph.node}
+
+    texts = real_pairs[1][:40] + real_pairs[0][:40] + [""]
+    graph = SpladeEncoder(int8_export, device="cpu", variant="int8").encode(texts)
+    if unavailable() is not None:
+        with pytest.raises(DeviceError, match=r"variant 'int8-native' can't run here: .*variant='int8'"):
+            SpladeEncoder(int8_export, device="cpu", variant="int8-native")
+        return
+    fast = SpladeEncoder(int8_export, device="cpu", variant="int8-native").encode(texts)
+    a, b = graph.to_dense(), fast.to_dense()
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+    both = (a > 1e-4) | (b > 1e-4)  # a logit within rounding of zero may differ; anything larger may not
+    assert ((a > 0) == (b > 0))[both].all()
 
 
 def test_without_vnni_the_faster_exact_graph_is_timed_once_and_cached(export_dir, tmp_path, monkeypatch):

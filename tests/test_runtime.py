@@ -90,6 +90,19 @@ def test_threshold_batching_and_order(enc, real_pairs):
     assert cut.nnz == int((batched.values > 0.5).sum())
 
 
+
+def test_token_budget_defaults_to_the_devices_and_is_checked(enc):
+    """The CPU cuts batches at its own budget (activations stay in cache), never below one full-length
+    text; an explicit budget wins, and one too small for a full-length text is refused by name."""
+    from splade_rt.runtime.session import PROVIDERS
+
+    assert enc.max_batch_tokens == max(PROVIDERS["cpu"].batch_tokens, enc.max_length)
+    assert PROVIDERS["cpu"].batch_tokens < PROVIDERS["cuda"].batch_tokens
+    assert SpladeEncoder(enc.path, device="cpu", max_batch_tokens=4096).max_batch_tokens == 4096
+    for bad in (enc.max_length - 1, 0, 2.5):
+        with pytest.raises(ValueError, match="max_batch_tokens"):
+            SpladeEncoder(enc.path, device="cpu", max_batch_tokens=bad)
+
 def test_batches_never_pad_beyond_their_longest_row():
     lengths = np.array([5, 300, 40, 41, 299, 7, 8, 512])
     order = np.argsort(-lengths, kind="stable")

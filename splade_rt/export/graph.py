@@ -26,7 +26,12 @@ from .texts import parity_texts
 
 OPSET = 17
 HIDDEN = "mlm_hidden"
-NATIVE_HEAD = "native_head.npz"  # the fp32-native variant's arrays (kernels.native_head.HEAD_ARRAYS)
+# The fp32 graphs leave attention and the residual add + LayerNorm unfused: onnxruntime's CPU
+# kernels for the fused Attention and SkipLayerNormalization ops ran slower than the plain ops they
+# replace, on small and base-size encoders (benchmarks.cpu_fusions). The fp16 graph, for CUDA and
+# TensorRT, keeps every fusion.
+CPU_UNFUSED = ("enable_attention", "enable_skip_layer_norm")
+NATIVE_HEAD = "native_head.npz"  # the native variants' arrays (kernels.native_head.HEAD_ARRAYS)
 
 
 def fp16_keep_fp32() -> list[str]:
@@ -48,40 +53,21 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
                  screened: bool = True, int8: bool = False) -> ExportedGraphs:
     """fp32 (chunked), fp32-screened (exact, int8 screening: kernels.screening) with its fp32-native
     twin (the encoder's states graph and the head's arrays, pooled by kernels/_head.c), fp16 and int8
-    (the encoder's matrix products in int8, lossy; the screened head exact over its states) graphs."""
+    (the encoder's matrix products in int8, lossy; the screened head exact over its states, and its
+    int8-native twin) graphs.
+    fusions: the optimizer's, in the fp16 graph; the others leave CPU_UNFUSED out."""
     import onnx
-    import torch
 
     arch = source.architecture
-    body_path = work / "body.onnx"
-
-    class MlmHidden(torch.nn.Module):
-        """Everything before the vocab projection: the body and the MLM head's transform."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.mlm = mlm
-
-        def forward(self, input_ids, attention_mask):
-            return self.mlm(**body_inputs(arch, input_ids, attention_mask)).logits
-
-    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 5, 7, 9, 2]], dtype=torch.long) % mlm.config.vocab_size
-    mask = (ids != 0).long()
-    mask[1] = 1
-    with quiet(), torch.no_grad(), without_decoder(mlm, arch):
-        torch.onnx.export(
-            MlmHidden().eval(), (ids, mask), str(body_path), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[HIDDEN], do_constant_folding=True,
-            dynamic_axes={INPUT_IDS: {0: "batch", 1: "seq"}, ATTENTION_MASK: {0: "batch", 1: "seq"},
-                          HIDDEN: {0: "batch", 1: "seq"}},
-        )
-    body, fusions = _optimize(body_path, arch.optimizer, mlm.config)
+    body_path = export_body(mlm, arch, work / "body.onnx")
+    body, fusions = optimize_body(body_path, arch.optimizer, mlm.config)
+    cpu_body, _ = optimize_body(body_path, arch.optimizer, mlm.config, unfused=CPU_UNFUSED)
     body_path.unlink()
 
     weight, bias, tied = decoder_parameters(mlm, arch)
     center = hidden_mean(mlm, source, parity_texts()) if screened else None
 
-    def with_head(screened: bool, encoder=body):
+    def with_head(screened: bool, encoder=cpu_body):
         model = append_splade_head(copy.deepcopy(encoder), weight, bias, activation=source.activation,
                                    vocab_chunk=vocab_chunk, screened=screened, screen_center=center)
         model.producer_name = "splade-rt"
@@ -95,23 +81,55 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
         onnx.save(with_head(screened=True), str(files["fp32-screened"]))
         # the same head for runtime.native_head: the encoder stops at the states, the kernel pools them
         files["fp32-native"] = work / "model.states.onnx"
-        states = copy.deepcopy(body)
+        states = copy.deepcopy(cpu_body)
         states.producer_name = "splade-rt"
         onnx.save(states, str(files["fp32-native"]))
         np.savez(work / NATIVE_HEAD, **head_arrays(weight, bias, center))
     if fp16:
         files["fp16"] = work / "model.fp16.onnx"
-        onnx.save(to_fp16(fp32), str(files["fp16"]))
+        onnx.save(to_fp16(with_head(screened=False, encoder=body)), str(files["fp16"]))
     if int8:
+        int8_body = quantize_encoder(cpu_body, work)
         files["int8"] = work / "model.int8.onnx"
-        onnx.save(with_head(screened=center is not None, encoder=quantize_encoder(body, work)), str(files["int8"]))
+        onnx.save(with_head(screened=center is not None, encoder=int8_body), str(files["int8"]))
+        if screened:  # its native twin: the int8 encoder's states, the same head arrays
+            files["int8-native"] = work / "model.int8.states.onnx"
+            int8_body.producer_name = "splade-rt"
+            onnx.save(int8_body, str(files["int8-native"]))
     return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied)
 
 
+def export_body(mlm, arch, path: Path) -> Path:
+    """The encoder body and the MLM head's transform (everything before the vocab projection) as
+    ONNX, unfused: what onnxruntime's optimizer and our head start from."""
+    import torch
+
+    class MlmHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlm = mlm
+
+        def forward(self, input_ids, attention_mask):
+            return self.mlm(**body_inputs(arch, input_ids, attention_mask)).logits
+
+    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 5, 7, 9, 2]], dtype=torch.long) % mlm.config.vocab_size
+    mask = (ids != 0).long()
+    mask[1] = 1
+    with quiet(), torch.no_grad(), without_decoder(mlm, arch):
+        torch.onnx.export(
+            MlmHidden().eval(), (ids, mask), str(path), dynamo=False, opset_version=OPSET,
+            input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[HIDDEN], do_constant_folding=True,
+            dynamic_axes={INPUT_IDS: {0: "batch", 1: "seq"}, ATTENTION_MASK: {0: "batch", 1: "seq"},
+                          HIDDEN: {0: "batch", 1: "seq"}},
+        )
+    return path
+
+
 def quantize_encoder(body, work: Path):
-    """The encoder's MatMuls and fused Attention in int8 (onnxruntime's dynamic quantization: int8
-    weights per output channel, activations quantized per call). The word embedding stays fp32, so
-    the tied decoder is still stored once, and the head appended after it stays exact."""
+    """The encoder's MatMuls with constant weights, attention's projections among them, in int8
+    (onnxruntime's dynamic quantization: int8 weights per output channel, activations quantized per
+    call). The word embedding stays fp32, so the tied decoder is still stored once, and the head
+    appended after it stays exact."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -141,17 +159,22 @@ def _root_logger_quiet():
         root.setLevel(level)
 
 
-def _optimize(path: Path, model_type: str | None, config):
-    """onnxruntime's transformer optimizer for the family (fusions counted), or the graph as exported."""
+def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str, ...] = ()):
+    """onnxruntime's transformer optimizer for the family (fusions counted), or the graph as exported.
+    unfused: the optimizer's FusionOptions switched off."""
     import onnx
 
     if model_type is None:
         return onnx.load(str(path)), {}
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions(model_type)
+    for name in unfused:
+        setattr(options, name, False)
     with quiet():
         optimized = optimize_model(str(path), model_type=model_type, num_heads=config.num_attention_heads,
-                                   hidden_size=config.hidden_size, opt_level=0)
+                                   hidden_size=config.hidden_size, opt_level=0, optimization_options=options)
     fusions = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     if not any(op.domain == "com.microsoft" for op in optimized.model.opset_import):
         optimized.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))

@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import ATTENTION_MASK, INPUT_IDS, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
+from ..manifest import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    NATIVE_TWINS,
+    OUT_SPARSE,
+    OUT_TOP_INDICES,
+    OUT_TOP_VALUES,
+    PRECISIONS,
+    TOP_K,
+)
 from .reference import reference_embeddings, reference_static_queries, reference_tokenize, tokenizer_max_length
 from .texts import QUERIES, parity_texts
 
@@ -46,7 +55,7 @@ def run_graph(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, top
 
 
 def run_native(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, activation: str, top: int = TOP):
-    """The fp32-native variant: the states graph, pooled by the native kernel where it runs here, else
+    """A native variant: the states graph, pooled by the native kernel where it runs here, else
     by the same exact pooling written in numpy (which still checks the states graph and the arrays)."""
     import onnxruntime as ort
 
@@ -132,10 +141,13 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
         report["query_table"] = check_query_table(source.query_route, *query_table)
         ok = ok and report["query_table"]["passed"]
     outputs = {}
-    # fp32 first, whatever the dict's order: it is the yardstick of the screened graph below
-    for precision, path in sorted(graphs.items(), key=lambda item: item[0] != "fp32"):
+    # fp32 first, whatever the dict's order: it is the yardstick of the screened graph below; the
+    # native variants last, after the fused twins they are held to
+    for precision, path in sorted(graphs.items(), key=lambda item: (item[0] in NATIVE_TWINS, item[0] != "fp32")):
         method = "onnxruntime CPUExecutionProvider"
-        if precision == "fp32-native":
+        # a native variant is held to its fused twin's bars, and to the twin itself below
+        twin = NATIVE_TWINS.get(precision, precision)
+        if precision in NATIVE_TWINS:
             sparse, values, indices, method = run_native(path, input_ids, attention_mask, source.activation)
         else:
             sparse, values, indices = run_graph(path, input_ids, attention_mask)
@@ -147,15 +159,15 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
         stats["topk_output_consistent"] = bool(
             np.allclose(expect_top, values, rtol=2e-3, atol=1e-3) and np.all(np.diff(values, axis=1) <= 0)
         )
-        if precision.startswith("fp32"):
+        if twin.startswith("fp32"):
             stats["bar"] = f"max_rel_diff <= {FP32_MAX_REL_DIFF}"
             stats["passed"] = stats["max_rel_diff"] <= FP32_MAX_REL_DIFF and stats["topk_output_consistent"]
             stats["method"] = method
         else:
-            floor = LOSSY_MIN_TOP64_OVERLAP[precision]
+            floor = LOSSY_MIN_TOP64_OVERLAP[twin]
             # fp16 must keep each text's top term; int8 is lossier by design (its retrieval loss is
             # measured on the shared collections), so only its overlap is held to a floor here
-            argmax = precision == "fp16"
+            argmax = twin == "fp16"
             stats["bar"] = f"top{TOP}_overlap_mean >= {floor}" + (" and same argmax term" if argmax else "")
             stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= floor and (stats["argmax_same"] or not argmax)
                                and stats["topk_output_consistent"])
@@ -168,14 +180,15 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
             stats["bar"] += f" and vs fp32 graph: max abs diff <= {SCREENED_MAX_ABS_DIFF}, same non-zero set"
             stats["passed"] = (stats["passed"] and same["max_abs_diff"] <= SCREENED_MAX_ABS_DIFF
                                and same["nonzero_jaccard_min"] == 1.0)
-        if precision == "fp32-native" and "fp32" in outputs:
-            # exact too, but its fp32 sums run in another order than MLAS's: within their rounding of the
-            # fp32 graph (relative to its largest value, as the bar against torch is), so a logit within
-            # rounding of zero may be a tiny non-zero in one and not the other (the Jaccard says how often)
-            same = compare(outputs["fp32"], sparse)
-            stats["vs_fp32_graph"] = {"max_abs_diff": same["max_abs_diff"], "max_rel_diff": same["max_rel_diff"],
-                                      "nonzero_jaccard_min": same["nonzero_jaccard_min"]}
-            stats["bar"] += f" and vs fp32 graph: max rel diff <= {SCREENED_MAX_ABS_DIFF}"
+        if precision in NATIVE_TWINS and twin in outputs:
+            # exact over its twin's encoder, but its fp32 sums run in another order than MLAS's: within
+            # their rounding of the twin (relative to its largest value, as the bar against torch is), so
+            # a logit within rounding of zero may be a tiny non-zero in one and not the other (the
+            # Jaccard says how often)
+            same = compare(outputs[twin], sparse)
+            stats[f"vs_{twin}_graph"] = {"max_abs_diff": same["max_abs_diff"], "max_rel_diff": same["max_rel_diff"],
+                                         "nonzero_jaccard_min": same["nonzero_jaccard_min"]}
+            stats["bar"] += f" and vs {twin} graph: max rel diff <= {SCREENED_MAX_ABS_DIFF}"
             stats["passed"] = stats["passed"] and same["max_rel_diff"] <= SCREENED_MAX_ABS_DIFF
         ok = ok and stats["passed"]
         report[precision] = stats
@@ -211,7 +224,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         q = report["query_table"]
         lines.append(f"  query table: identical to SparseStaticEmbedding on {q['texts']} texts: {q['identical']} "
                      f"-> {'PASS' if q['passed'] else 'FAIL'}")
-    for precision in ("fp32", "fp32-screened", "fp32-native", "fp16", "int8"):
+    for precision in PRECISIONS:
         if precision in report:
             s = report[precision]
             lines.append(
@@ -220,8 +233,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"argmax same {s['argmax_same']}, non-zero Jaccard min {s['nonzero_jaccard_min']:.4f} "
                 f"-> {'PASS' if s['passed'] else 'FAIL'} ({s['bar']})"
             )
-            if "vs_fp32_graph" in s:
-                v = s["vs_fp32_graph"]
-                lines.append(f"    vs fp32 graph: max abs diff {v['max_abs_diff']:.2e}, "
+            for key in (k for k in s if k.startswith("vs_")):
+                v = s[key]
+                lines.append(f"    {key.replace('_', ' ')}: max abs diff {v['max_abs_diff']:.2e}, "
                              f"non-zero Jaccard min {v['nonzero_jaccard_min']:.4f}")
     return lines

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ExportDirError, ModelSourceError, SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
-from ..manifest import FORMAT_VERSION, read_manifest, sha256_file, write_manifest
+from ..manifest import FORMAT_VERSION, NATIVE_TWINS, read_manifest, sha256_file, write_manifest
 from .source import SourceModel, resolve_source
 
 # The execution providers each graph is meant for, recorded per file: the runtime runs what the
@@ -30,6 +30,7 @@ _PROVIDERS = {
     "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
     "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
     "int8": ["CPUExecutionProvider"],  # lossy: run only when asked for (variant="int8")
+    "int8-native": ["CPUExecutionProvider"],  # the same, with the native head
 }
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_TOKENIZER = "query_tokenizer.json"
@@ -218,7 +219,7 @@ def _entry(path: Path, **extra: Any) -> dict[str, Any]:
 
 
 def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_chunk) -> dict[str, Any]:
-    from .graph import NATIVE_HEAD, OPSET
+    from .graph import CPU_UNFUSED, NATIVE_HEAD, OPSET
     from .reference import tokenizer_max_length
 
     cfg, arch = mlm.config, source.architecture
@@ -226,7 +227,7 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
                for precision, path in graphs.files.items()}
     entries[tokenizer_json.name] = _entry(tokenizer_json)
     native_head = None
-    if "fp32-native" in graphs.files:
+    if any(precision in NATIVE_TWINS for precision in graphs.files):
         native_head = graphs.files["fp32-native"].parent / NATIVE_HEAD
         entries[native_head.name] = _entry(native_head)
     special = _special_tokens(source.directory, arch)
@@ -251,7 +252,8 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
         "query_table": query,
         "native_head": native_head.name if native_head is not None else None,
         # the graph interface is fixed by the format version (manifest.py); this records how it was built
-        "graph": {"opset": OPSET, "vocab_chunk": vocab_chunk, "fusions": graphs.fusions, "optimizer": arch.optimizer},
+        "graph": {"opset": OPSET, "vocab_chunk": vocab_chunk, "fusions": graphs.fusions, "optimizer": arch.optimizer,
+                  "cpu_unfused": list(CPU_UNFUSED)},
         "files": entries,
         "versions": _versions(),
         "parity": parity,

@@ -1,4 +1,4 @@
-"""The native SPLADE head: kernels/_head.c's packed arrays and its call, for the fp32-native variant.
+"""The native SPLADE head: kernels/_head.c's packed arrays and its call, for the native variants.
 
 The export's states graph stops at the MLM transform ([batch, seq, hidden]); the head's arrays
 (decoder weight and bias, the screen's centre) come in one .npz beside it. The kernel is the

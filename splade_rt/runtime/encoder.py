@@ -41,7 +41,6 @@ from .texts import check_texts, raise_invalid_unicode
 
 logger = logging.getLogger("splade_rt")
 
-DEFAULT_BATCH_TOKENS = 8192
 SIDE_BY_SIDE_MAX_HIDDEN = 256  # hidden size up to which the CPU runs two batches at a time by default
 SMALL_INPUT_TOKENS = 64  # padded tokens at or below which the CPU runs one thread (see cpu_twin)
 
@@ -55,7 +54,9 @@ class SpladeEncoder:
     threads // workers threads (default 2 for a small encoder, hidden size <= 256: while one batch
     is in its serial steps the other keeps the cores busy, peak memory that of two batches; 1 for a
     larger encoder, where two batches compete for cache; see the README's benchmarks). max_length:
-    truncate below the export's max length.
+    truncate below the export's max length. max_batch_tokens: padded tokens per graph run, at least
+    max_length (default: the device's; 1024 on the CPU, where a batch's activations then stay in
+    cache, 8192 on the GPU).
 
     device="tensorrt"/"tensorrt:N" runs the fp16 graph on onnxruntime's TensorRT EP (fp16 kernels, the
     CUDA EP behind it for what TensorRT can't take); it is never chosen by "auto", and raises
@@ -82,7 +83,7 @@ class SpladeEncoder:
 
     def __init__(self, path: str | Path, device: str = "auto", *, variant: str | None = None,
                  threads: int | None = None, workers: int | None = None, max_length: int | None = None,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, spinning: bool = False, verify: bool = True,
+                 max_batch_tokens: int | None = None, spinning: bool = False, verify: bool = True,
                  io_binding: bool | None = None, max_batch: int | None = None, trt_cache_dir: str | Path | None = None,
                  gpu_mem_limit: int | str | None = None, arena_shrinkage: bool = False,
                  pad_to_multiple_of: int | None = None, provider_options: dict[str, Any] | None = None) -> None:
@@ -100,9 +101,8 @@ class SpladeEncoder:
         self.pad_id = tok.pad_id
         self.dim = self.manifest.model.vocab_size
         self.similarity_fn_name = self.manifest.model.similarity
-        if max_batch_tokens < self.max_length:
+        if max_batch_tokens is not None and positive_int(max_batch_tokens, "max_batch_tokens") < self.max_length:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} is below one full-length text ({self.max_length})")
-        self.max_batch_tokens = max_batch_tokens
         self._tokenizer = _load_tokenizer(self.manifest.verify_file(tok.file, verify), self.max_length)
         self.vocab = _Vocab(self._tokenizer, self.dim)
         # inference-free models: queries are a table lookup, no graph
@@ -115,11 +115,13 @@ class SpladeEncoder:
         self.placement: Placement = open_session(self.manifest, device, variant=variant, threads=threads,
                                                  spinning=spinning, verify=verify, max_length=self.max_length,
                                                  settings=settings)
+        self.max_batch_tokens = max_batch_tokens or max(self.placement.spec.batch_tokens, self.max_length)
         # IOBinding keeps inputs and the [batch, vocab] tensor on the device; on the CPU plain run() is cheaper.
         self._io_binding = self.placement.spec.io_binding if io_binding is None else io_binding
         if self._io_binding and self.placement.head is not None:
-            raise ValueError("io_binding=True applies to the fused graphs; the native head (variant fp32-native) runs "
-                             "on the CPU's own memory: leave io_binding unset or pass variant='fp32-screened'")
+            raise ValueError(f"io_binding=True applies to the fused graphs; the native head (variant "
+                             f"{self.placement.precision}) runs on the CPU's own memory: leave io_binding unset or "
+                             "pass a fused graph's variant")
         self._run_options = run_options(self.placement)
         self._max_rows = self.placement.max_rows or sys.maxsize
         self._oom_tokens = sys.maxsize  # padded tokens of the smallest batch that ran out of memory
@@ -135,7 +137,7 @@ class SpladeEncoder:
         # projection is cheap enough that thread wake-ups dominate; the fp32 graph's projection, and a
         # base-size encoder's layers, still gain from a second thread
         self._small_enabled = (on_cpu and small_encoder and threads > 1
-                               and self.placement.precision in ("fp32-native", "fp32-screened", "int8"))
+                               and self.placement.precision in ("fp32-native", "fp32-screened", "int8", "int8-native"))
         self._threads = threads
         self._twins: dict[tuple[int, int], Any] = {}  # (intra-op, head) threads -> twin CPU session, made on first use
         self._twin_lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""NativeSession: the fp32-native variant behind the fused graphs' run() interface.
+"""NativeSession: the native variants (fp32-native, int8-native) behind the fused graphs' run() interface.
 
 onnxruntime runs the export's states graph; kernels.native_head pools the states. Answering the same
 output names as the fused graphs (dense, top-k, non-zeros) keeps the encoder's batching, twins and

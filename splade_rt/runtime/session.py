@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError, ExportDirError
-from ..manifest import ATTENTION_MASK, INPUT_IDS, TOP_K, GraphFile, Manifest
+from ..manifest import ATTENTION_MASK, INPUT_IDS, NATIVE_TWINS, TOP_K, GraphFile, Manifest
 from ..validation import positive_int
 
 logger = logging.getLogger("splade_rt")
@@ -157,6 +157,9 @@ class ProviderSpec:
     auto: bool = False  # tried by device="auto"
     cache_dir: Callable[[Target], Path] | None = None  # a folder the provider writes, created before opening
     fixed_profile: bool = False  # built for batches up to (max_batch, max_length): larger ones run in parts
+    # padded tokens per graph run by default (SpladeEncoder's max_batch_tokens): the GPU wants large
+    # batches; on the CPU a batch's activations should stay in cache (benchmarks.cpu_fusions)
+    batch_tokens: int = 8192
 
     def options(self, target: Target) -> dict[str, Any]:
         """The row's options with the user's provider_options merged over them."""
@@ -172,7 +175,7 @@ PROVIDERS: dict[str, ProviderSpec] = {s.kind: s for s in (
     # CPU: the native head over the states graph where its kernel runs (AVX-512 VNNI), the exact
     # int8-screened graph (same results as fp32, faster), then plain fp32
     ProviderSpec("cpu", CPU, "CPU", ("fp32-native", "fp32-screened", "fp32"), io_binding=False, install="onnxruntime",
-                 library="onnxruntime is broken", build_options=_cpu_options),
+                 library="onnxruntime is broken", build_options=_cpu_options, batch_tokens=1024),
     ProviderSpec("cuda", CUDA, "CUDA", ("fp16", "fp32"), io_binding=True,
                  install="onnxruntime-gpu (pip install 'splade-rt[gpu]')",
                  library="its CUDA or cuDNN libraries (libcudart, libcublas, libcudnn) are missing or incompatible",
@@ -212,7 +215,7 @@ def run_options(placement: Placement):
 
 @dataclass
 class Placement:
-    session: Any  # onnxruntime.InferenceSession, or a NativeSession over one (fp32-native)
+    session: Any  # onnxruntime.InferenceSession, or a NativeSession over one (the native variants)
     device: str  # a PROVIDERS kind
     device_id: int
     file: str
@@ -220,7 +223,7 @@ class Placement:
     fallback_reason: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the provider options the session was given
     settings: GpuSettings = GpuSettings()
-    head: Any = None  # the fp32-native variant's NativeHead, shared by its twins
+    head: Any = None  # a native variant's NativeHead, shared by its twins
 
     @property
     def max_rows(self) -> int | None:
@@ -251,7 +254,9 @@ def _native_unavailable() -> str | None:
 
 
 # precisions that need more than onnxruntime, and why they can't run here (None: they can)
-_RUNS_HERE: dict[str, Callable[[], str | None]] = {"fp32-native": _native_unavailable}
+_RUNS_HERE: dict[str, Callable[[], str | None]] = {precision: _native_unavailable for precision in NATIVE_TWINS}
+# what to run instead of a native variant that can't run here: the same vectors through onnxruntime
+_SAME_VECTORS = {"fp32-native": "fp32-screened", "int8-native": "int8"}
 
 
 def choose_graph(manifest: Manifest, spec: ProviderSpec, variant: str | None,
@@ -265,8 +270,8 @@ def choose_graph(manifest: Manifest, spec: ProviderSpec, variant: str | None,
             raise ExportDirError(f"variant {variant!r} not in this export (has: {have})")
         why = _RUNS_HERE[variant]() if variant in _RUNS_HERE else None
         if why:
-            raise DeviceError(f"variant {variant!r} can't run here: {why}; variant='fp32-screened' gives the same "
-                              "vectors")
+            raise DeviceError(f"variant {variant!r} can't run here: {why}; variant={_SAME_VECTORS[variant]!r} gives "
+                              "the same vectors")
         return graph
     usable = {g.precision: g for g in manifest.graphs_for(spec.provider)
               if g.precision not in _RUNS_HERE or _RUNS_HERE[g.precision]() is None}
@@ -307,7 +312,7 @@ def cpu_twin(placement: Placement, manifest: Manifest, threads: int, spinning: b
 
 def _cpu_session(manifest: Manifest, file: str, threads: int | None, spinning: bool, head=None,
                  head_threads: int | None = None):
-    """An onnxruntime CPU session over the file; wrapped with the native head for fp32-native."""
+    """An onnxruntime CPU session over the file; wrapped with the native head for a native variant."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(manifest.directory / file), session_options(threads, spinning), providers=[CPU])
@@ -367,10 +372,10 @@ def open_session(manifest: Manifest, device: str, *, variant: str | None = None,
     graph = choose_graph(manifest, PROVIDERS["cpu"], variant, prefer)
     path = manifest.verify_file(graph.name, verify)
     head = None
-    if graph.precision == "fp32-native":
+    if graph.precision in NATIVE_TWINS:
         from ..kernels.native_head import NativeHead
 
-        assert manifest.native_head is not None  # parse_manifest requires it beside an fp32-native graph
+        assert manifest.native_head is not None  # parse_manifest requires it beside a native graph
         model = manifest.model
         head = NativeHead.load(manifest.verify_file(manifest.native_head, verify), model.activation,
                                model.vocab_size, model.hidden_size)
