@@ -3,9 +3,9 @@
     python -m benchmarks.eval_all [--export DIR] [--max-length 256] [--no-reference]
 
 Runs splade-eval per collection and variant (fp32-screened, fp32-native, fp32, fp16 and the lossy
-opt-in int8 and int8-native, on the CPU) and, once per collection, the torch reference; writes results/eval-<date>.json and
-.md. The reference nDCG@10 figures are the shared data README's (an independent fp32
-implementation, max length 256).
+opt-in int8 and int8-native, on the CPU) and, once per collection, the torch reference; writes
+results/eval-<date>.json and .md. The reference nDCG@10 figures are the shared data README's (an
+independent fp32 implementation, max length 256).
 """
 
 from __future__ import annotations
