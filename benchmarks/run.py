@@ -28,6 +28,8 @@ import numpy as np
 
 from splade_rt.bench.measure import compare_rows, machine_info
 from splade_rt.bench.runner import run_worker
+from splade_rt.kernels.native_head import unavailable
+from splade_rt.manifest import NATIVE_TWINS
 
 from . import base_size
 from .common import (
@@ -138,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         configs.update(base_configurations(base_model, base_export, base_passages, peers=peers, only=args.only))
     if args.only:
         configs = {k: v for k, v in configs.items() if k in (REFERENCE, BASE + REFERENCE) or k in args.only}
+    native_missing = unavailable()
+    for cfg in configs.values():  # the native variants say why they can't run here, in their rows
+        if native_missing and cfg.get("variant") in NATIVE_TWINS:
+            cfg["unavailable"] = f"the native head can't run here: {native_missing}"
     passage_tokens = count_tokens(paths["chunked"], passages)
     common = {"threads": args.threads, "passages": passages, "queries": queries, "passage_tokens": passage_tokens,
               "batch_sizes": [32] if args.quick else [32, 128], "check_rows": min(64, len(passages)),

@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks.run import BASE, REFERENCE, main
 from splade_rt.bench.measure import compare_rows
+from splade_rt.kernels.native_head import unavailable
 
 
 def test_quick_benchmark_runs_and_checks_every_configuration(tmp_path):
@@ -20,6 +21,8 @@ def test_quick_benchmark_runs_and_checks_every_configuration(tmp_path):
     results = report["results"]
     timed = {name for name, entry in results.items() if "unavailable" not in entry}
     assert {REFERENCE, "rt-fp32", "rt-screened", "rt-screened-serial", "rt-int8"} <= timed
+    # the native variants run wherever their kernel does
+    assert ({"rt-native", "rt-int8-native"} <= timed) == (unavailable() is None)
     ref = results[REFERENCE]
     assert ref["check_vs_reference"] == SAME  # itself
     for name in sorted(timed):
@@ -33,7 +36,7 @@ def test_quick_benchmark_runs_and_checks_every_configuration(tmp_path):
         assert entry["speedup_b32"] == pytest.approx(entry["passages_per_s_b32"] / ref["passages_per_s_b32"])
         check = entry["check_vs_reference"]
         # a fast wrong answer shows; the lossy int8 encoder keeps the export's floor on top terms
-        if name == "rt-int8":
+        if name.startswith("rt-int8"):
             assert 0.8 <= check["top64_overlap"] < 1 and check["active_term_jaccard"] < 1, check
         else:
             assert check["max_abs_diff"] <= 1e-4 and check["top64_overlap"] >= 0.999, (name, check)
