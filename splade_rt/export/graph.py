@@ -47,6 +47,7 @@ class ExportedGraphs:
     files: dict[str, Path]  # precision -> graph file
     fusions: dict[str, int]
     decoder_tied: bool
+    native_head: Path | None = None  # the native variants' arrays (NATIVE_HEAD), when written
 
 
 def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True,
@@ -65,6 +66,7 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     body_path.unlink()
 
     weight, bias, tied = decoder_parameters(mlm, arch)
+    native_head = None
     center = hidden_mean(mlm, source, parity_texts()) if screened else None
 
     def with_head(screened: bool, encoder=cpu_body):
@@ -81,10 +83,10 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
         onnx.save(with_head(screened=True), str(files["fp32-screened"]))
         # the same head for runtime.native_head: the encoder stops at the states, the kernel pools them
         files["fp32-native"] = work / "model.states.onnx"
-        states = copy.deepcopy(cpu_body)
-        states.producer_name = "splade-rt"
-        onnx.save(states, str(files["fp32-native"]))
-        np.savez(work / NATIVE_HEAD, **head_arrays(weight, bias, center))
+        cpu_body.producer_name = "splade-rt"
+        onnx.save(cpu_body, str(files["fp32-native"]))
+        native_head = work / NATIVE_HEAD
+        np.savez(native_head, **head_arrays(weight, bias, center))
     if fp16:
         files["fp16"] = work / "model.fp16.onnx"
         onnx.save(to_fp16(with_head(screened=False, encoder=body)), str(files["fp16"]))
@@ -96,7 +98,7 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
             files["int8-native"] = work / "model.int8.states.onnx"
             int8_body.producer_name = "splade-rt"
             onnx.save(int8_body, str(files["int8-native"]))
-    return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied)
+    return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied, native_head=native_head)
 
 
 def export_body(mlm, arch, path: Path) -> Path:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ExportDirError, ModelSourceError, SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
-from ..manifest import FORMAT_VERSION, NATIVE_TWINS, read_manifest, sha256_file, write_manifest
+from ..manifest import FORMAT_VERSION, read_manifest, sha256_file, write_manifest
 from .source import SourceModel, resolve_source
 
 # The execution providers each graph is meant for, recorded per file: the runtime runs what the
@@ -219,16 +219,15 @@ def _entry(path: Path, **extra: Any) -> dict[str, Any]:
 
 
 def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_chunk) -> dict[str, Any]:
-    from .graph import CPU_UNFUSED, NATIVE_HEAD, OPSET
+    from .graph import CPU_UNFUSED, OPSET
     from .reference import tokenizer_max_length
 
     cfg, arch = mlm.config, source.architecture
     entries = {path.name: _entry(path, precision=precision, providers=_PROVIDERS[precision])
                for precision, path in graphs.files.items()}
     entries[tokenizer_json.name] = _entry(tokenizer_json)
-    native_head = None
-    if any(precision in NATIVE_TWINS for precision in graphs.files):
-        native_head = graphs.files["fp32-native"].parent / NATIVE_HEAD
+    native_head = graphs.native_head
+    if native_head is not None:
         entries[native_head.name] = _entry(native_head)
     special = _special_tokens(source.directory, arch)
     query = None
