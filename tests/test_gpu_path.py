@@ -127,12 +127,12 @@ def test_the_provider_table_rows(manifest):
 
 def test_cuda_options_keep_the_arena_bounded(manifest):
     built = PROVIDERS["cuda"].options(target(manifest))
-    assert built == {"device_id": 0, "arena_extend_strategy": "kSameAsRequested", "use_tf32": 0}
+    assert built == {"device_id": 0, "arena_extend_strategy": "kNextPowerOfTwo", "use_tf32": 0}
     limited = PROVIDERS["cuda"].options(target(manifest, gpu_mem_limit="2GiB"))
     assert limited["gpu_mem_limit"] == 2 * 2**30
     # the user's provider_options go over the table's
-    mine = PROVIDERS["cuda"].options(target(manifest, provider_options={"arena_extend_strategy": "kNextPowerOfTwo"}))
-    assert mine["arena_extend_strategy"] == "kNextPowerOfTwo" and mine["use_tf32"] == 0
+    mine = PROVIDERS["cuda"].options(target(manifest, provider_options={"arena_extend_strategy": "kSameAsRequested"}))
+    assert mine["arena_extend_strategy"] == "kSameAsRequested" and mine["use_tf32"] == 0
 
 
 def test_sizes_and_settings_are_checked():
@@ -180,7 +180,7 @@ def test_a_tensorrt_session_gets_the_tables_options(export_dir, reference, texts
     assert trt["trt_profile_max_shapes"] == "input_ids:4x128,attention_mask:4x128,top_k:3840"
     assert Path(trt["trt_engine_cache_path"]).is_dir()  # made before the session opens
     assert Path(trt["trt_engine_cache_path"]).relative_to(tmp_path / "engines").parts[1] == "b4-s128"
-    assert cuda["gpu_mem_limit"] == 2**30 and cuda["arena_extend_strategy"] == "kSameAsRequested"
+    assert cuda["gpu_mem_limit"] == 2**30 and cuda["arena_extend_strategy"] == "kNextPowerOfTwo"
     assert (enc.device, enc.placement.file, enc.placement.max_rows) == ("tensorrt", "model.fp16.onnx", 4)
     assert enc.placement.options == trt and enc._io_binding  # GPU rows bind by default
     # batches over the profile's 4 rows run in parts (plain run() here: the session is really on the CPU)

@@ -69,7 +69,8 @@ class SpladeEncoder:
       $XDG_CACHE_HOME), in a subfolder per graph sha256 and profile. The first run builds the engine
       (minutes); later encoders with the same graph and profile load it.
     - gpu_mem_limit: bytes (or "8GiB") the CUDA memory arena may hold, and TensorRT's workspace. The
-      arena grows by what each new shape asks for (kSameAsRequested), not to the next power of two.
+      arena grows to the next power of two (onnxruntime's default; kSameAsRequested held more memory
+      over random shapes on an H100, fragmented).
     - arena_shrinkage: after each run, hand the arena's unused memory back to the device (flat
       memory for a cudaFree/cudaMalloc per batch; off by default).
     - pad_to_multiple_of: pad each batch's token length up to a multiple of this, so that few
