@@ -122,6 +122,19 @@ def test_splade_bench_measures_an_export_beside_sentence_transformers(export_dir
     assert "passages/s" in proc.stdout and "x ST" in proc.stdout
 
 
+def test_splade_bench_compares_on_splade_rts_device_and_tokenizes_in_parallel_on_a_gpu(export_dir):
+    from splade_rt.bench.cli import reference_spec
+    from splade_rt.bench.runner import tokenizer_threads
+    from splade_rt.bench.worker import torch_device
+
+    assert reference_spec(export_dir, "tensorrt:1")["device"] == "tensorrt:1"
+    assert [torch_device(d, True) for d in ("cpu", "cuda", "cuda:1", "tensorrt:2", "auto")] == [
+        "cpu", "cuda", "cuda:1", "cuda:2", "cuda"]
+    assert torch_device("auto", False) == "cpu"
+    # serial tokenizing held the GPU to a third of its speed; on the CPU the cores belong to the measured threads
+    assert tokenizer_threads({"device": "cuda:1"}) == "true" and tokenizer_threads({"device": "cpu"}) == "false"
+
+
 def test_splade_bench_bad_input_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "splade_rt.bench.cli", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)

@@ -44,8 +44,9 @@ def load_texts(texts_file: Path | None, dataset: Path | None, limit: int) -> tup
     return (PASSAGES * (limit // len(PASSAGES) + 1))[:limit], (QUERIES * 25)[:200]
 
 
-def reference_spec(export_dir: Path) -> dict:
-    """sentence-transformers on the model the export was made from (its directory must be here)."""
+def reference_spec(export_dir: Path, device: str) -> dict:
+    """sentence-transformers on the model the export was made from (its directory must be here), on
+    splade-rt's device (bench.worker.torch_device: TensorRT's GPU is CUDA to torch)."""
     from ..manifest import read_manifest
 
     manifest = read_manifest(export_dir)
@@ -59,7 +60,8 @@ def reference_spec(export_dir: Path) -> dict:
     if not (path / "config.json").is_file():
         raise SpladeError(f"--compare needs the model the export was made from; {path} is not a model directory here")
     return {"kind": "st", "mlm_dir": str(path), "activation": manifest.model.activation,
-            "max_length": manifest.tokenizer.max_length, "label": "sentence-transformers torch fp32"}
+            "max_length": manifest.tokenizer.max_length, "device": device,
+            "label": f"sentence-transformers torch fp32 {device}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +105,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     configs = {"splade-rt": {"kind": "rt", "export_dir": str(args.export_dir), "device": args.device,
                              "variant": args.variant, "label": f"splade-rt {args.variant or 'default'} {args.device}"}}
     if args.compare:
-        configs["sentence-transformers"] = reference_spec(args.export_dir)
+        configs["sentence-transformers"] = reference_spec(args.export_dir, args.device)
     results = {}
     for name, spec in configs.items():
         print(f"splade-bench: measuring {spec['label']} ...", file=sys.stderr, flush=True)

@@ -17,6 +17,17 @@ import numpy as np
 from .measure import gpu_memory_mib, peak_rss_mib, query_latencies, throughput
 
 
+def torch_device(device: str, cuda_available: bool) -> str:
+    """Where torch runs for splade-rt's device name, so that a comparison runs on the same device:
+    TensorRT's GPU is a CUDA device to torch, and "auto" picks CUDA where torch sees one."""
+    kind, _, index = device.partition(":")
+    if kind == "auto":
+        kind = "cuda" if cuda_available else "cpu"
+    if kind not in ("cuda", "tensorrt"):
+        return "cpu"
+    return f"cuda:{index}" if index else "cuda"
+
+
 class SentenceTransformersEncoder:
     """sentence-transformers' SparseEncoder: from its own directory (st_dir) or, for a plain
     transformers directory, built from the fill-mask Transformer and SpladePooling (mlm_dir)."""
@@ -28,7 +39,7 @@ class SentenceTransformersEncoder:
         torch.set_num_threads(spec["threads"])
         self.imported = time.time()
         kwargs = {"backend": spec["backend"]} if spec.get("backend") else {}
-        device = spec.get("device", "cpu")
+        device = torch_device(spec.get("device", "cpu"), torch.cuda.is_available())
         if spec.get("st_dir"):
             self.model = SparseEncoder(spec["st_dir"], device=device, **kwargs)
         else:
