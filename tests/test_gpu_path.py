@@ -219,6 +219,29 @@ def test_tensorrt_without_tensorrt_is_one_device_error_line(export_dir, monkeypa
     assert len(fake.calls) == 1
 
 
+def test_both_onnxruntime_builds_installed_is_named_with_the_fix(export_dir, monkeypatch):
+    from importlib import metadata
+
+    PretendProviders(monkeypatch, [CPU])  # what the CPU build's files give, whatever else is installed
+    versions = {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"}
+
+    def version(name):
+        if name in versions:
+            return versions[name]
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    with pytest.raises(DeviceError) as info:
+        SpladeEncoder(export_dir, device="cuda")
+    assert str(info.value) == (
+        "device='cuda' but the installed onnxruntime has no CUDA execution provider (it has: CPUExecutionProvider); "
+        "onnxruntime 1.32.0 and onnxruntime-gpu 1.31.1 are both installed, in one package folder where the CPU "
+        "build's files won: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+    del versions["onnxruntime-gpu"]  # the CPU build alone: install the GPU one
+    with pytest.raises(DeviceError, match=r"; install onnxruntime-gpu \(pip install 'splade-rt\[gpu\]'\)$"):
+        SpladeEncoder(export_dir, device="cuda")
+
+
 def test_auto_never_picks_tensorrt(export_dir, monkeypatch):
     fake = PretendProviders(monkeypatch, [TENSORRT, CPU])  # TensorRT listed, no CUDA
     with warnings.catch_warnings(record=True) as caught:

@@ -339,7 +339,7 @@ def open_session(manifest: Manifest, device: str, *, variant: str | None = None,
         available = ort.get_available_providers()
         if spec.provider not in available:
             reason = (f"the installed onnxruntime has no {spec.label} execution provider (it has: "
-                      f"{', '.join(available)}); install {spec.install}")
+                      f"{', '.join(available)}); {_both_builds() or 'install ' + spec.install}")
             continue
         graph = choose_graph(manifest, spec, variant)
         path = manifest.verify_file(graph.name, verify)
@@ -390,6 +390,20 @@ def open_session(manifest: Manifest, device: str, *, variant: str | None = None,
 
 def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _both_builds() -> str | None:
+    """Where onnxruntime and onnxruntime-gpu are both installed (pip install 'splade-rt[gpu]' brings
+    both), what to do: they share one package folder, and a GPU provider missing means the CPU
+    build's files won there, so installing the GPU build again changes nothing."""
+    from importlib import metadata
+
+    try:
+        cpu, gpu = metadata.version("onnxruntime"), metadata.version("onnxruntime-gpu")
+    except metadata.PackageNotFoundError:
+        return None
+    return (f"onnxruntime {cpu} and onnxruntime-gpu {gpu} are both installed, in one package folder where the "
+            "CPU build's files won: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
 
 
 def _preload_cuda(ort) -> None:
