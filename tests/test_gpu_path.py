@@ -6,6 +6,7 @@ and the GPU check's dry run."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import warnings
@@ -240,6 +241,30 @@ def test_both_onnxruntime_builds_installed_is_named_with_the_fix(export_dir, mon
     del versions["onnxruntime-gpu"]  # the CPU build alone: install the GPU one
     with pytest.raises(DeviceError, match=r"; install onnxruntime-gpu \(pip install 'splade-rt\[gpu\]'\)$"):
         SpladeEncoder(export_dir, device="cuda")
+
+
+def test_a_gpu_encoder_says_once_when_the_tokenizer_runs_on_one_thread(export_dir, texts, monkeypatch, caplog):
+    from splade_rt.runtime.encoder import tokenizer_is_serial
+
+    PretendProviders(monkeypatch, [CUDA, CPU])
+    on_gpu = SpladeEncoder(export_dir, device="cuda")
+    on_gpu._io_binding = False  # the session really runs on the CPU here
+    on_cpu = SpladeEncoder(export_dir, device="cpu")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    with caplog.at_level(logging.WARNING, logger="splade_rt"):
+        on_gpu.encode(texts[:1])  # a query: one text, nothing to parallelize
+        assert not caplog.records
+        for _ in range(2):
+            on_gpu.encode(texts[:4])
+            on_cpu.encode(texts[:4])  # serial on the CPU is what the CPU wants
+    said = [r.getMessage() for r in caplog.records if "TOKENIZERS_PARALLELISM" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(
+        "splade-rt: TOKENIZERS_PARALLELISM=false: texts are tokenized on one thread, and on cuda the tokenizer")
+    for value, serial in (("0", True), ("off", True), ("", True), ("N", True), ("true", False), ("1", False)):
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", value)
+        assert tokenizer_is_serial() is serial, value
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    assert not tokenizer_is_serial()  # tokenizers' default: threads on
 
 
 def test_auto_never_picks_tensorrt(export_dir, monkeypatch):

@@ -9,6 +9,7 @@ thread-safe for run()).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -144,6 +145,7 @@ class SpladeEncoder:
         self._twin_lock = threading.Lock()
         self._spinning = spinning
         self._truncation_reported = False
+        self._serial_tokenizer_reported = self.placement.device == "cpu"  # on the CPU it is the default
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -172,6 +174,12 @@ class SpladeEncoder:
         cut = 0.0 if threshold is None else float(threshold)
         k = min(int(top_k), self.dim) if top_k is not None else None
 
+        if not self._serial_tokenizer_reported and len(texts) > 1 and tokenizer_is_serial():
+            self._serial_tokenizer_reported = True
+            logger.warning("splade-rt: TOKENIZERS_PARALLELISM=%s: texts are tokenized on one thread, and on %s the "
+                           "tokenizer sets the pace (README, \"GPU\"); set it to true (tokenizers sets it to false "
+                           "itself in a process that forked after using its threads)",
+                           os.environ["TOKENIZERS_PARALLELISM"], self.device)
         encodings = self._tokenize(texts)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         truncated = sum(1 for e in encodings if e.overflowing)
@@ -346,6 +354,12 @@ def _csr_from_topk(values: np.ndarray, indices: np.ndarray, cut: float, dim: int
     keep = cols < dim
     indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
     return SparseEmbeddings(indptr, cols[keep], vals[keep], dim, vocab)
+
+
+def tokenizer_is_serial() -> bool:
+    """tokenizers' own reading of TOKENIZERS_PARALLELISM: threads on unless set to one of these."""
+    value = os.environ.get("TOKENIZERS_PARALLELISM")
+    return value is not None and value.strip().lower() in ("", "off", "false", "f", "no", "n", "0")
 
 
 def _csr_from_coo(coords: np.ndarray, values: np.ndarray, cut: float, rows: int, dim: int, vocab) -> SparseEmbeddings:
