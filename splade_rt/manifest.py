@@ -101,7 +101,7 @@ class Manifest:
     graphs: tuple[GraphFile, ...]
     files: dict[str, FileEntry]  # every file of the export, graphs included, by name
     query_table: QueryTable | None = None
-    native_head: str | None = None  # the fp32-native head's arrays (.npz: kernels.native_head.HEAD_ARRAYS)
+    native_head: str | None = None  # the native variants' head arrays (.npz: kernels.native_head.HEAD_ARRAYS)
     # provenance and records for people (not used to run): where it came from, how the graph was
     # built, what the parity check measured
     source: dict[str, Any] = field(default_factory=dict)

@@ -18,14 +18,16 @@ from .measure import gpu_memory_mib, peak_rss_mib, query_latencies, throughput
 
 
 def torch_device(device: str, cuda_available: bool) -> str:
-    """Where torch runs for splade-rt's device name, so that a comparison runs on the same device:
-    TensorRT's GPU is a CUDA device to torch, and "auto" picks CUDA where torch sees one."""
-    kind, _, index = device.partition(":")
+    """Where torch runs for splade-rt's device name, so that a comparison runs on the same device: the
+    provider row's memory (TensorRT's GPU is a CUDA device to torch); "auto" picks CUDA where torch
+    sees one."""
+    from ..runtime.session import PROVIDERS, parse_device
+
+    kind, index = parse_device(device)
     if kind == "auto":
         kind = "cuda" if cuda_available else "cpu"
-    if kind not in ("cuda", "tensorrt"):
-        return "cpu"
-    return f"cuda:{index}" if index else "cuda"
+    memory = PROVIDERS[kind].memory
+    return f"{memory}:{index}" if memory != "cpu" and ":" in device else memory
 
 
 class SentenceTransformersEncoder:
