@@ -20,8 +20,9 @@ In one go on one GPU (sized to finish in under 5 minutes on an H100 once the whe
    queries, every length seen: a shape's first run apart), with peak GPU memory, for
    splade-rt fp16 CUDA (and TensorRT where it loads) and sentence-transformers torch fp16 and fp32,
    each in its own process on the same GPU. Bar: splade-rt >= 3x sentence-transformers fp16 at 256.
-7. extras: CUDA graphs (enable_cuda_graph, one fixed shape) and pre-allocated host output buffers,
-   timed against the plain bound run, or the error that refused them.
+7. extras: CUDA graphs (enable_cuda_graph, one fixed shape, in a process of its own: on the H100 its
+   replay died with CUDA error 700) and pre-allocated host output buffers, timed against the plain
+   bound run, or the error that refused them.
 
 Results: gpu-check-<gpu>-<date>.{json,md,png} under $OUT when set, else benchmarks/results/.
 --dry-run runs the same code here: the CPU EP stands in for CUDA (fp16 graph, IOBinding on), the
@@ -558,16 +559,11 @@ def phase_speed(spec: dict) -> dict:
 
         def encode(texts: list[str], batch_size: int):
             enc.encode(texts, batch_size=batch_size)
+    from splade_rt.bench.measure import throughput
+
     out: dict[str, Any] = {"label": config["label"], "passages": len(passages), "queries": len(queries)}
     for bs in (32, 256):
-        encode(passages, bs)  # warm: every shape this batch size makes
-        passes, started = [], time.perf_counter()
-        while not passes or time.perf_counter() - started < spec["min_seconds"]:
-            t = time.perf_counter()
-            encode(passages, bs)
-            passes.append(time.perf_counter() - t)
-        out[f"passages_per_s_b{bs}"] = len(passages) / float(np.median(passes))
-        out[f"passes_b{bs}"] = len(passes)
+        out.update(throughput(encode, passages, bs, None, spec["min_seconds"])[0])
     for q in queries[:5]:
         encode([q], 1)
     for key in ("", "_seen"):  # then again: every length seen once, so no first run of a shape is timed
@@ -591,8 +587,6 @@ def phase_extras(spec: dict) -> dict:
     """CUDA graphs and pre-allocated host outputs, each against the plain bound run at one fixed shape."""
     _preload_torch(spec)
     import onnxruntime as ort
-
-    from splade_rt.runtime.session import session_options
 
     enc = _encoder(spec, True)
     memory, index = enc.placement.spec.memory, enc.placement.device_id
@@ -621,7 +615,26 @@ def phase_extras(spec: dict) -> dict:
     if spec["dry_run"]:
         out["cuda_graph"].update(status="not tried: the CPU EP has no CUDA graphs (dry run)", graph_ms_b32=None)
         return out
-    try:  # everything bound on the device at fixed addresses, as CUDA graph replay requires
+    # its own process: on the H100 the replay died with CUDA error 700 (illegal memory access), which
+    # took this phase's other numbers with it
+    graph = run_phase("cuda_graph", spec, 60, lambda _: None)
+    if "error" in graph:
+        graph = {"status": f"failed: {graph['error']}", "graph_ms_b32": None}
+    out["cuda_graph"].update(graph)
+    return out
+
+
+def phase_cuda_graph(spec: dict) -> dict:
+    """The fp16 graph with enable_cuda_graph at 32 rows, everything bound on the device at fixed addresses,
+    as CUDA graph replay requires; the refusal, or the process's death, is the finding."""
+    _preload_torch(spec)
+    import onnxruntime as ort
+
+    from splade_rt.runtime.session import session_options
+
+    enc = _encoder(spec, True)
+    index, seq, rng = enc.placement.device_id, spec["sizes"]["extras_length"], np.random.default_rng(0)
+    try:
         options = {**enc.placement.options, "enable_cuda_graph": "1"}
         session = ort.InferenceSession(str(Path(spec["export"]) / enc.placement.file), session_options(None, False),
                                        providers=[("CUDAExecutionProvider", options)])
@@ -635,12 +648,10 @@ def phase_extras(spec: dict) -> dict:
             binding.bind_ortvalue_input(name, value)
         binding.bind_ortvalue_output("top_values", top_v)
         binding.bind_ortvalue_output("top_indices", top_i)
-        out["cuda_graph"].update(status="ran", graph_ms_b32=_timed(lambda: (session.run_with_iobinding(binding),
-                                                                            top_v.numpy()), spec["extras_runs"]))
+        return {"status": "ran", "graph_ms_b32": _timed(lambda: (session.run_with_iobinding(binding), top_v.numpy()),
+                                                        spec["extras_runs"])}
     except Exception as e:  # noqa: BLE001 - the refusal is the finding
-        out["cuda_graph"].update(status=f"refused: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}",
-                                 graph_ms_b32=None)
-    return out
+        return {"status": f"refused: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}", "graph_ms_b32": None}
 
 
 def _timed(fn, runs: int) -> float:
@@ -655,7 +666,7 @@ def _timed(fn, runs: int) -> float:
 
 
 PHASES = {"env": phase_env, "parity": phase_parity, "ndcg": phase_ndcg, "memory": phase_memory,
-          "speed": phase_speed, "extras": phase_extras}
+          "speed": phase_speed, "extras": phase_extras, "cuda_graph": phase_cuda_graph}
 
 
 # -- orchestration ----------------------------------------------------------------------------------

@@ -126,14 +126,16 @@ def test_the_provider_table_rows(manifest):
         parse_device("cpu:1")
 
 
-def test_cuda_options_keep_the_arena_bounded(manifest):
+def test_cuda_options_keep_the_arena_bounded_and_skip_per_shape_attention_plans(manifest):
     built = PROVIDERS["cuda"].options(target(manifest))
-    assert built == {"device_id": 0, "arena_extend_strategy": "kNextPowerOfTwo", "use_tf32": 0}
+    # sdpa_kernel 2: memory-efficient attention, never cuDNN's, which plans each new shape (README)
+    assert built == {"device_id": 0, "arena_extend_strategy": "kNextPowerOfTwo", "use_tf32": 0, "sdpa_kernel": 2}
     limited = PROVIDERS["cuda"].options(target(manifest, gpu_mem_limit="2GiB"))
     assert limited["gpu_mem_limit"] == 2 * 2**30
     # the user's provider_options go over the table's
-    mine = PROVIDERS["cuda"].options(target(manifest, provider_options={"arena_extend_strategy": "kSameAsRequested"}))
-    assert mine["arena_extend_strategy"] == "kSameAsRequested" and mine["use_tf32"] == 0
+    mine = PROVIDERS["cuda"].options(target(manifest, provider_options={"arena_extend_strategy": "kSameAsRequested",
+                                                                        "sdpa_kernel": 0}))
+    assert mine["arena_extend_strategy"] == "kSameAsRequested" and mine["use_tf32"] == 0 and mine["sdpa_kernel"] == 0
 
 
 def test_sizes_and_settings_are_checked():
@@ -444,3 +446,15 @@ def test_the_gpu_check_dry_run_fills_every_field(export_dir, st_dir, tmp_path):
     for kind in ("cuda", "tensorrt"):
         assert report["providers"][kind]["loaded"] is False and "\n" not in report["providers"][kind]["error"]
     assert "libnvinfer" in report["providers"]["tensorrt"]["error"]
+
+
+def test_the_attention_kernel_benchmark_dry_run_times_every_setting(export_dir, tmp_path):
+    from benchmarks import gpu_attention
+
+    assert gpu_attention.main(["--dry-run", "--out", str(tmp_path), "--export", str(export_dir)]) == 0
+    (result,) = tmp_path.glob("gpu-attention-dry-run-*.json")
+    report = json.loads(result.read_text())
+    assert result.with_suffix(".png").stat().st_size > 10_000 and report["dry_run"]
+    assert {r["sdpa_kernel"] for r in report["results"].values()} == {0, 1, 2, 4, 16}
+    for entry in report["results"].values():
+        assert entry["new_shape_ms"] > 0 and entry["seen_shape_ms"] > 0 and entry["2x16_ms"] > 0

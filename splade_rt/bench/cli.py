@@ -96,7 +96,9 @@ def benchmark(args: argparse.Namespace) -> dict:
 
     from ..runtime.cli import load_encoder
 
-    encoder = load_encoder("splade-bench", args.export_dir, device="cpu")  # vets the export, counts tokens
+    # vets the export and counts tokens, on the CPU: the graph asked for, so that an export carrying only
+    # its GPU graph can be measured on the GPU
+    encoder = load_encoder("splade-bench", args.export_dir, device="cpu", variant=args.variant)
     passages, queries = load_texts(args.texts, args.dataset, args.limit)
     threads = args.threads or len(os.sched_getaffinity(0))
     common = {"threads": threads, "passages": passages, "queries": queries, "batch_sizes": args.batch_size,

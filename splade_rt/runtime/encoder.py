@@ -77,7 +77,8 @@ class SpladeEncoder:
     - pad_to_multiple_of: pad each batch's token length up to a multiple of this, so that few
       distinct shapes reach the device (off by default).
     - provider_options: onnxruntime provider options merged over splade-rt's for the device's
-      provider (session.PROVIDERS lists them).
+      provider (session.PROVIDERS lists them). On CUDA, {"sdpa_kernel": 0} gives onnxruntime back its
+      own attention kernel choice, which on an H100 plans every new shape (fine for fixed shapes).
 
     A batch that runs out of memory is split in half and retried (one RuntimeWarning per encoder);
     batches as large are then split before they run. One text that doesn't fit raises DeviceError.

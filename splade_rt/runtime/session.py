@@ -106,6 +106,10 @@ def _cuda_options(target: Target) -> dict[str, Any]:
         # what each shape asks for (kSameAsRequested) left more memory held, fragmented (README)
         "arena_extend_strategy": "kNextPowerOfTwo",
         "use_tf32": 0,  # variant="fp32" stays fp32 (TF32 keeps 10 mantissa bits); the fp16 graph is unaffected
+        # attention kernels allowed (onnxruntime's AttentionBackend bits; 2 = memory-efficient, the unfused
+        # kernel stays as fallback): onnxruntime's own choice on an H100 (cuDNN flash attention) builds a
+        # plan for every new (batch, length) shape, about 50 ms each, the same speed once seen (README)
+        "sdpa_kernel": 2,
     }
     if target.settings.gpu_mem_limit:
         options["gpu_mem_limit"] = int(target.settings.gpu_mem_limit)
