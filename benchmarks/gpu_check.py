@@ -559,7 +559,7 @@ def phase_speed(spec: dict) -> dict:
 
         def encode(texts: list[str], batch_size: int):
             enc.encode(texts, batch_size=batch_size)
-    from splade_rt.bench.measure import throughput
+    from splade_rt.bench.measure import query_latencies, throughput
 
     out: dict[str, Any] = {"label": config["label"], "passages": len(passages), "queries": len(queries)}
     for bs in (32, 256):
@@ -567,13 +567,7 @@ def phase_speed(spec: dict) -> dict:
     for q in queries[:5]:
         encode([q], 1)
     for key in ("", "_seen"):  # then again: every length seen once, so no first run of a shape is timed
-        latencies = []
-        for q in queries:
-            t = time.perf_counter()
-            encode([q], 1)
-            latencies.append(time.perf_counter() - t)
-        out[f"query_p50_ms{key}"] = float(np.percentile(latencies, 50) * 1000)
-        out[f"query_p99_ms{key}"] = float(np.percentile(latencies, 99) * 1000)
+        out.update({name + key: ms for name, ms in query_latencies(encode, queries).items()})
     out["peak_mib"] = sampler.stop()
     out["memory_source"] = sampler.source
     if config["kind"] == "st" and not spec["dry_run"]:

@@ -104,8 +104,8 @@ static void prepare_rows(const float *states, const int64_t *mask, Py_ssize_t B,
 #if SPLADE_X86
 /* max over tokens of the 32 tile entries' int32 dot products (uint8 tokens x int8 weights), over
  * `tiles` runs of T tokens. The running max stays in registers across the runs (kept in memory, each
- * run's max would wait on the previous run's store). The accumulators are named variables, written out by REP<T>, not an array: GCC keeps an
- * array of vectors in memory, a store per dot product. */
+ * run's max would wait on the previous run's store). The accumulators are named variables, written
+ * out by REP<T>, not an array: GCC keeps an array of vectors in memory, a store per dot product. */
 typedef int32_t unaligned_i32 __attribute__((may_alias, aligned(1))); /* 4 token bytes as one lane */
 #define REP1(X) X(0)
 #define REP2(X) REP1(X) X(1)
