@@ -1,23 +1,26 @@
-"""Which encoder graph and batch size the CPU runs fastest: the timings behind export.graph.CPU_UNFUSED
-and the CPU row's token budget (runtime.session.PROVIDERS["cpu"].batch_tokens).
+"""Which encoder graph and batch size the CPU runs fastest: the timings behind export.graph.CPU_UNFUSED,
+the int8 variant's graph form (export.graph.quantize_encoder) and the CPU row's token budget
+(runtime.session.PROVIDERS["cpu"].batch_tokens).
 
-    python -m benchmarks.cpu_fusions [--models tiny,base] [--threads 1,2]
+    python -m benchmarks.cpu_fusions [--models tiny,base] [--threads 1,2] [--graphs fused,cpu,...]
 
-For each model, the encoder body (everything before the vocab projection, what the fp32-native
-variant runs in onnxruntime) is exported once and optimized twice by onnxruntime's transformer
-optimizer: with every BERT fusion ("fused"), and with attention and SkipLayerNormalization left as
-plain ops ("cpu": what the exporter writes for the CPU graphs). Each is timed on the benchmark's
-passages (max length 256, length-sorted batches of 32 cut by a budget of padded tokens), for each
-thread count and budget: states graph only, best of the passes. Writes
+For each model, the encoder body (everything before the vocab projection, what the native variants
+run in onnxruntime) is exported once and optimized by onnxruntime's transformer optimizer into each
+of GRAPHS: with every BERT fusion ("fused"), with attention and SkipLayerNormalization left as plain
+ops ("cpu": what the exporter writes for the CPU graphs), and int8 forms of either (onnxruntime's
+dynamic quantization as the exporter applies it, with the fused graph's Attention becoming
+QAttention; with the tanh GELU; with 8-bit block-wise weights in MatMulNBits at int8 compute). Each
+is timed on the benchmark's passages (max length 256, length-sorted batches of 32 cut by a budget of
+padded tokens), for each thread count and budget: states graph only, best of the passes. Writes
 results/cpu-fusions-<date>.json and a plot.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -26,16 +29,57 @@ from .common import SHARED, load_texts, save_figure, script_parser
 BUDGETS = (8192, 2048, 1024, 512)
 
 
-def _graphs(model_dir: Path, work: Path) -> dict[str, bytes]:
-    from splade_rt.export.graph import CPU_UNFUSED, export_body, optimize_body
+@dataclass(frozen=True)
+class Graph:
+    plain: bool  # export.graph.CPU_UNFUSED left unfused
+    quantize: str | None = None  # "dynamic" (export.graph.quantize_encoder) or "blockwise" (MatMulNBits)
+    approximate_gelu: bool = False
+
+
+GRAPHS = {
+    "fused": Graph(plain=False),
+    "cpu": Graph(plain=True),
+    "int8": Graph(plain=True, quantize="dynamic"),  # what the exporter writes
+    "int8 fused (QAttention)": Graph(plain=False, quantize="dynamic"),
+    "int8 tanh GELU": Graph(plain=True, quantize="dynamic", approximate_gelu=True),
+    "int8 block-wise (MatMulNBits)": Graph(plain=True, quantize="blockwise"),
+}
+
+
+def _graphs(model_dir: Path, work: Path, names: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The named graphs, and why any could not be made."""
+    from splade_rt.export.graph import CPU_UNFUSED, export_body, optimize_body, quantize_encoder
     from splade_rt.export.reference import load_mlm
     from splade_rt.export.source import resolve_source
 
     source = resolve_source(str(model_dir))
     mlm = load_mlm(source)
     body = export_body(mlm, source.architecture, work / "body.onnx")
-    return {name: optimize_body(body, source.architecture.optimizer, mlm.config, unfused=unfused)[0].SerializeToString()
-            for name, unfused in (("fused", ()), ("cpu", CPU_UNFUSED))}
+    graphs, skipped = {}, {}
+    for name in names:
+        spec = GRAPHS[name]
+        model, _ = optimize_body(body, source.architecture.optimizer, mlm.config,
+                                 unfused=CPU_UNFUSED if spec.plain else (), approximate_gelu=spec.approximate_gelu)
+        if spec.quantize == "dynamic":
+            model = quantize_encoder(model, work)
+        elif spec.quantize == "blockwise":
+            try:
+                model = _blockwise_int8(model)
+            except ImportError as e:  # onnxruntime's MatMulNBits quantizer needs onnx_ir
+                skipped[name] = f"{e} (pip install onnx_ir)"
+                continue
+        graphs[name] = model.SerializeToString()
+    return graphs, skipped
+
+
+def _blockwise_int8(model):
+    """8-bit weights in blocks of 128 along the reduction, activations quantized per block at run time
+    (accuracy level 4: int8 compute)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=128, is_symmetric=True, accuracy_level=4)
+    quantizer.process()
+    return quantizer.model.model
 
 
 def _time(graph: bytes, ids: list[list[int]], threads: int, budget: int, passes: int) -> float:
@@ -62,6 +106,7 @@ def _time(graph: bytes, ids: list[list[int]], threads: int, budget: int, passes:
 def main(argv: list[str] | None = None) -> int:
     from tokenizers import Tokenizer
 
+    from splade_rt.bench.measure import machine_info
     from splade_rt.export.source import default_model_dir
 
     from . import base_size
@@ -69,12 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     p = script_parser(__doc__)
     p.add_argument("--models", default="tiny,base", help="tiny (the bundled model), base (the random base-size one)")
     p.add_argument("--threads", default="1,2")
+    p.add_argument("--graphs", default=",".join(GRAPHS), help=f"some of: {', '.join(GRAPHS)}")
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
+    names = args.graphs.split(",")
+    unknown = [n for n in names if n not in GRAPHS]
+    if unknown:
+        p.error(f"unknown graph(s) {unknown}: choose from {list(GRAPHS)}")
     passages, _ = load_texts(quick=False)
     models = {"tiny": (default_model_dir, passages, 3), "base": (lambda: base_size.build()[0],
-                                                                  base_size.held_out_passages(32), 1)}
-    rows = []
+                                                                  base_size.held_out_passages(32), 2)}
+    rows, skipped = [], {}
     for name in args.models.split(","):
         locate, texts, passes = models[name]
         model_dir = locate()
@@ -82,15 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer.enable_truncation(base_size.MAX_LENGTH)
         ids = [e.ids for e in tokenizer.encode_batch(texts)]
         with tempfile.TemporaryDirectory() as work:
-            graphs = _graphs(model_dir, Path(work))
+            graphs, skipped[name] = _graphs(model_dir, Path(work), names)
+        for graph, why in skipped[name].items():
+            print(f"{name}, {graph}: skipped: {why}", flush=True)
         for t in threads:
             for graph, blob in graphs.items():
                 for budget in BUDGETS:
                     rows.append({"model": name, "graph": graph, "threads": t, "batch_tokens": budget,
                                  "passages_per_s": round(_time(blob, ids, t, budget, passes), 2)})
                     print(json.dumps(rows[-1]), flush=True)
-    report = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
-              "shared": str(SHARED), "batch_size": 32, "max_length": base_size.MAX_LENGTH, "rows": rows}
+    report = {"date": date.today().isoformat(), "machine": machine_info(), "shared": str(SHARED), "batch_size": 32,
+              "max_length": base_size.MAX_LENGTH, "rows": rows,
+              "skipped": {m: why for m, why in skipped.items() if why}}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"cpu-fusions-{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
@@ -99,24 +152,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
+    """One panel per model and thread count; a colour per graph, shared by every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        for graph, threads in dict.fromkeys((r["graph"], r["threads"]) for r in rows if r["model"] == model):
-            line = [r for r in rows if (r["model"], r["graph"], r["threads"]) == (model, graph, threads)]
-            ax.plot([r["batch_tokens"] for r in line], [r["passages_per_s"] for r in line], marker="o",
-                    linestyle="-" if graph == "cpu" else "--", label=f"{graph}, {threads} thread(s)")
+    panels = list(dict.fromkeys((r["model"], r["threads"]) for r in rows))
+    colours = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(r["graph"] for r in rows))}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    for ax, (model, threads) in zip(axes[0], panels):
+        for graph, colour in colours.items():
+            line = [r for r in rows if (r["model"], r["threads"], r["graph"]) == (model, threads, graph)]
+            ax.plot([r["batch_tokens"] for r in line], [r["passages_per_s"] for r in line], marker="o", color=colour,
+                    linestyle="--" if graph.startswith("int8") else "-", label=graph)
         ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("padded tokens per batch")
         ax.set_ylabel("passages/s (encoder only)")
-        ax.set_title(model, fontsize=9)
-        ax.legend(fontsize=7)
-    save_figure(fig, path, "encoder graph on the CPU: onnxruntime's fused ops against plain ones, by batch size")
+        ax.set_title(f"{model}, {threads} thread(s)", fontsize=9)
+    axes[0][0].legend(fontsize=6, loc="lower left", ncol=2)  # the panels' lower part is empty: y starts at 0
+    save_figure(fig, path, "encoder graph on the CPU: onnxruntime's fused ops against plain ones, fp32 and int8, "
+                           "by batch size")
 
 
 if __name__ == "__main__":

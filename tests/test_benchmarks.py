@@ -90,3 +90,31 @@ def test_each_model_is_measured_against_its_own_reference():
                       "command": "c", "passages": 1, "queries": 1, "mean_passage_tokens": 9, "results": out})
     tiny_part, base_part = table.split("random BERT-base")
     assert "| rt | 500.0 |" in tiny_part and "| base-rt | 3.0 |" in base_part and "base-rt" not in tiny_part
+
+
+def test_cpu_fusions_times_the_graph_forms_it_names(tmp_path, default_model_dir):
+    """benchmarks.cpu_fusions is the evidence for the CPU graphs' form: each graph it times must be the
+    form its name says (an optimizer that stopped fusing would make the comparison silently moot), and
+    the int8 forms must still compute the encoder's states."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from benchmarks.cpu_fusions import _graphs
+
+    names = ["cpu", "int8", "int8 fused (QAttention)", "int8 tanh GELU"]
+    graphs, skipped = _graphs(default_model_dir, tmp_path, names)
+    assert not skipped and list(graphs) == names
+    ops = {name: {n.op_type for n in onnx.load_from_string(blob).graph.node} for name, blob in graphs.items()}
+    assert "Attention" not in ops["cpu"] and "MatMulInteger" not in ops["cpu"]
+    assert "MatMulInteger" in ops["int8"] and "QAttention" not in ops["int8"]
+    assert "QAttention" in ops["int8 fused (QAttention)"]
+    assert "FastGelu" in ops["int8 tanh GELU"] and "BiasGelu" not in ops["int8 tanh GELU"]
+    ids = np.array([[101, 2054, 2003, 1037, 5736, 3012, 102]], dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    states = {name: ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+              for name, blob in graphs.items()}
+    for name in names[1:]:
+        cosine = (states[name] * states["cpu"]).sum(-1) / (
+            np.linalg.norm(states[name], axis=-1) * np.linalg.norm(states["cpu"], axis=-1))
+        assert cosine.min() > 0.95, (name, cosine)

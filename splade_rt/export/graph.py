@@ -161,9 +161,11 @@ def _root_logger_quiet():
         root.setLevel(level)
 
 
-def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str, ...] = ()):
+def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str, ...] = (),
+                  approximate_gelu: bool = False):
     """onnxruntime's transformer optimizer for the family (fusions counted), or the graph as exported.
-    unfused: the optimizer's FusionOptions switched off."""
+    unfused: the optimizer's FusionOptions switched off. approximate_gelu: its tanh GELU (FastGelu),
+    lossy, so only benchmarks.cpu_fusions asks for it."""
     import onnx
 
     if model_type is None:
@@ -174,6 +176,7 @@ def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str
     options = FusionOptions(model_type)
     for name in unfused:
         setattr(options, name, False)
+    options.enable_gelu_approximation = approximate_gelu
     with quiet():
         optimized = optimize_model(str(path), model_type=model_type, num_heads=config.num_attention_heads,
                                    hidden_size=config.hidden_size, opt_level=0, optimization_options=options)
