@@ -26,7 +26,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from splade_rt.bench.measure import machine_info as machine
+from splade_rt.machine import machine_info as machine
 
 from .common import CACHE, HERE, SHARED, cached_export, save_figure
 

@@ -1,6 +1,8 @@
-"""What the benchmark scripts (and the tests) share: paths, texts, models, graph inputs, the vector check.
+"""What the benchmark scripts share: paths, texts, exports, graph inputs, result tables and figures.
 
-Each helper lives here once; the scripts import it from here, never from one another.
+Each helper lives here once; the scripts import it from here, never from one another. The
+random-model builders belong to the tests (tests/random_models.py, which imports nothing from
+here): this module puts that folder on the import path, and the scripts import `random_models`.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ REPO = HERE.parent
 SHARED = Path(os.environ.get("SPLADE_SHARED", REPO.parent / "shared"))
 CACHE = HERE / ".cache"
 COLLECTIONS = ("scifact", "vaswani", "cranfield", "cisi")
+if str(REPO / "tests") not in sys.path:  # appended: it shadows nothing installed
+    sys.path.append(str(REPO / "tests"))
 
 
 def collection_texts(name: str, documents: int | None = None,
@@ -57,26 +62,15 @@ def graph_feeds(encoder, texts: list[str], batch_size: int = 32) -> list[dict[st
                                                      encoder.max_batch_tokens)]
 
 
-def sentence_transformers_copy(model_dir: Path, out: Path) -> Path:
-    """A transformers BertForMaskedLM directory saved as a sentence-transformers SparseEncoder (its
-    current layout: MLMTransformer + SpladePooling max), to run sentence-transformers on the same weights."""
-    from sentence_transformers import SparseEncoder
-    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
-
-    model = SparseEncoder(modules=[MLMTransformer(str(model_dir)), SpladePooling(pooling_strategy="max")],
-                          device="cpu")
-    model.save(str(out))
-    return out
-
-
 def cached_export(model: str | None, out: Path, **kwargs) -> Path:
     """export_model(model, out, **kwargs), unless out holds an export made by the same exporter code
     with the same arguments: a change to the graphs or the kernels re-exports, nothing else does."""
     from splade_rt.export.pipeline import export_model
 
-    code = hashlib.sha256(repr(sorted(kwargs.items(), key=str)).encode())
+    options = {k: v for k, v in kwargs.items() if k != "log"}  # a function's repr differs per process
+    code = hashlib.sha256(repr(sorted(options.items(), key=str)).encode())
     package = REPO / "splade_rt"
-    for pattern in ("manifest.py", "export/*.py", "kernels/*.py", "kernels/*.c"):
+    for pattern in ("manifest.py", "variants.py", "export/*.py", "kernels/*.py", "kernels/*.c"):
         for path in sorted(package.glob(pattern)):
             code.update(path.read_bytes())
     stamp = out / ".exported-by"
@@ -99,6 +93,8 @@ def prepare_models(st_dir: Path | None, naive: bool = True) -> dict[str, Path]:
     if st_dir is None:
         st_dir = shared_st if shared_st.is_dir() else CACHE / "st"
         if not (st_dir / "modules.json").is_file():
+            from random_models import sentence_transformers_copy
+
             from splade_rt.export.source import default_model_dir
 
             sentence_transformers_copy(default_model_dir(), st_dir)
@@ -139,7 +135,18 @@ def save_figure(fig, path: Path, title: str, dpi: int = 110) -> None:
 def cell(entry: dict, key: str, fmt: str) -> str:
     """A results-table cell: the entry's number formatted, "-" where it has none."""
     value = entry.get(key)
-    return format(value, fmt) if isinstance(value, (int, float)) else "-"
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def why_not(entry: dict) -> str:
+    """Why a result entry has no numbers: its "skipped" or "unavailable" reason or its error, else ""."""
+    return entry.get("skipped") or entry.get("unavailable") or ("failed: " + entry["error"] if "error" in entry else "")
+
+
+def markdown_table(columns: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table's lines: header, rule, one line per row (a short row is padded with empty cells)."""
+    return table_head(columns) + ["| " + " | ".join(str(c) for c in row + [""] * (len(columns) - len(row))) + " |"
+                                  for row in rows]
 
 
 def table_head(columns: list[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Which encoder graph and batch size the CPU runs fastest: the timings behind export.graph.CPU_UNFUSED,
 the int8 variant's graph form (export.graph.quantize_encoder) and the CPU row's token budget
-(runtime.session.PROVIDERS["cpu"].batch_tokens).
+(runtime.providers.PROVIDERS["cpu"].batch_tokens).
 
     python -m benchmarks.cpu_fusions [--models tiny,base] [--threads 1,2] [--graphs fused,cpu,...]
 
@@ -11,8 +11,10 @@ ops ("cpu": what the exporter writes for the CPU graphs), and int8 forms of eith
 dynamic quantization as the exporter applies it, with the fused graph's Attention becoming
 QAttention; with the tanh GELU; with 8-bit block-wise weights in MatMulNBits at int8 compute). Each
 is timed on the benchmark's passages (max length 256, length-sorted batches of 32 cut by a budget of
-padded tokens), for each thread count and budget: states graph only, best of the passes. Writes
-results/cpu-fusions-<date>.json and a plot.
+padded tokens), for each thread count and budget: states graph only, best of the passes. Each graph
+must be the form its name says (Graph.has / lacks): an optimizer that stopped fusing would make the
+comparison moot, so the script stops instead. Writes results/cpu-fusions-<date>.json and a plot;
+--quick (what tests/test_benchmarks.py runs) times the tiny model once, on one thread and budget.
 """
 
 from __future__ import annotations
@@ -34,16 +36,29 @@ class Graph:
     plain: bool  # export.graph.CPU_UNFUSED left unfused
     quantize: str | None = None  # "dynamic" (export.graph.quantize_encoder) or "blockwise" (MatMulNBits)
     approximate_gelu: bool = False
+    has: frozenset[str] = frozenset()  # op types the graph must hold to be this form
+    lacks: frozenset[str] = frozenset()  # and must not
 
 
 GRAPHS = {
-    "fused": Graph(plain=False),
-    "cpu": Graph(plain=True),
-    "int8": Graph(plain=True, quantize="dynamic"),  # what the exporter writes
-    "int8 fused (QAttention)": Graph(plain=False, quantize="dynamic"),
-    "int8 tanh GELU": Graph(plain=True, quantize="dynamic", approximate_gelu=True),
-    "int8 block-wise (MatMulNBits)": Graph(plain=True, quantize="blockwise"),
+    "fused": Graph(plain=False, has=frozenset({"Attention", "SkipLayerNormalization"})),
+    "cpu": Graph(plain=True, lacks=frozenset({"Attention", "SkipLayerNormalization", "MatMulInteger"})),
+    "int8": Graph(plain=True, quantize="dynamic", has=frozenset({"MatMulInteger"}),  # what the exporter writes
+                  lacks=frozenset({"QAttention", "Attention"})),
+    "int8 fused (QAttention)": Graph(plain=False, quantize="dynamic", has=frozenset({"QAttention"})),
+    "int8 tanh GELU": Graph(plain=True, quantize="dynamic", approximate_gelu=True, has=frozenset({"FastGelu"}),
+                            lacks=frozenset({"BiasGelu"})),
+    "int8 block-wise (MatMulNBits)": Graph(plain=True, quantize="blockwise", has=frozenset({"MatMulNBits"})),
 }
+
+
+def form_error(name: str, model) -> str | None:
+    """Why the graph is not the form GRAPHS[name] says, or None."""
+    ops, spec = {n.op_type for n in model.graph.node}, GRAPHS[name]
+    missing, extra = sorted(spec.has - ops), sorted(spec.lacks & ops)
+    if missing or extra:
+        return f"the {name!r} graph is not the form it names: {missing or ''} missing {extra or ''} present".strip()
+    return None
 
 
 def _graphs(model_dir: Path, work: Path, names: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
@@ -68,8 +83,17 @@ def _graphs(model_dir: Path, work: Path, names: list[str]) -> tuple[dict[str, by
             except ImportError as e:  # onnxruntime's MatMulNBits quantizer needs onnx_ir
                 skipped[name] = f"{e} (pip install onnx_ir)"
                 continue
+        error = form_error(name, model)
+        if error:
+            raise SystemExit(f"cpu_fusions: {error} (onnxruntime {_ort_version()})")
         graphs[name] = model.SerializeToString()
     return graphs, skipped
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def _blockwise_int8(model):
@@ -106,8 +130,8 @@ def _time(graph: bytes, ids: list[list[int]], threads: int, budget: int, passes:
 def main(argv: list[str] | None = None) -> int:
     from tokenizers import Tokenizer
 
-    from splade_rt.bench.measure import machine_info
     from splade_rt.export.source import default_model_dir
+    from splade_rt.machine import machine_info
 
     from . import base_size
 
@@ -115,15 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="tiny,base", help="tiny (the bundled model), base (the random base-size one)")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--graphs", default=",".join(GRAPHS), help=f"some of: {', '.join(GRAPHS)}")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny model, 1 thread, one budget, one pass")
     args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.threads = "tiny", "1"
     threads = [int(t) for t in args.threads.split(",")]
     names = args.graphs.split(",")
     unknown = [n for n in names if n not in GRAPHS]
     if unknown:
         p.error(f"unknown graph(s) {unknown}: choose from {list(GRAPHS)}")
-    passages, _ = load_texts(quick=False)
-    models = {"tiny": (default_model_dir, passages, 3), "base": (lambda: base_size.build()[0],
-                                                                  base_size.held_out_passages(32), 2)}
+    passages, _ = load_texts(quick=args.quick)
+    models = {"tiny": (default_model_dir, passages, 1 if args.quick else 3),
+              "base": (lambda: base_size.build()[0], base_size.held_out_passages(32), 2)}
     rows, skipped = [], {}
     for name in args.models.split(","):
         locate, texts, passes = models[name]
@@ -137,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}, {graph}: skipped: {why}", flush=True)
         for t in threads:
             for graph, blob in graphs.items():
-                for budget in BUDGETS:
+                for budget in BUDGETS[2:3] if args.quick else BUDGETS:
                     rows.append({"model": name, "graph": graph, "threads": t, "batch_tokens": budget,
                                  "passages_per_s": round(_time(blob, ids, t, budget, passes), 2)})
                     print(json.dumps(rows[-1]), flush=True)

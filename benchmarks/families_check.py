@@ -4,7 +4,7 @@
 
 The screen is architecture-independent: it sees only the head-transformed states and the decoder.
 This checks that on each family's own states (random models with a SPLADE-like head,
-benchmarks.random_models, tokenizers of the family's kind), over SciFact documents and queries:
+tests/random_models.py, tokenizers of the family's kind), over SciFact documents and queries:
 every row must have the same non-zero set and values within the parity bar. Also counts the
 screen's candidates per true non-zero. Writes results/families-check-<date>.json.
 """
@@ -19,10 +19,11 @@ import numpy as np
 from splade_rt.export.parity import SCREENED_MAX_ABS_DIFF
 
 from .common import CACHE, candidate_count, collection_texts, script_parser
-from .random_models import FAMILIES, make_model
 
 
 def main(argv: list[str] | None = None) -> int:
+    from random_models import FAMILIES, make_model
+
     from splade_rt import SpladeEncoder
     from splade_rt.export.pipeline import export_model
 

@@ -9,8 +9,9 @@ almost every batch, so a kernel that plans per shape costs on every one of them.
 2. a base-size Attention op alone (hidden 768, 12 heads, fp16), batches of 32 x 512 and 256 x 256 tokens,
    seen shapes: the kernel's own speed where attention is a larger share of the work.
 
-Run on a lent GPU after benchmarks.gpu_check's pieces (its docstring), carrying the export:
-    python3 -m benchmarks.gpu_attention --install
+Run on a lent GPU once onnxruntime-gpu's pieces are there (benchmarks/gpu_check.sh says how), carrying
+benchmarks/.cache/gpu-carry (the export):
+    bash benchmarks/gpu_check.sh install && PYTHONPATH=.ortgpu/site python3 -m benchmarks.gpu_attention
 --dry-run runs the same code on the CPU EP with small sizes. Results: gpu-attention-<gpu>-<date>.{json,png}
 under $OUT when set, else benchmarks/results/.
 """
@@ -26,8 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from splade_rt.bench.gpu import gpu_info
+from splade_rt.bench.measure import median_ms
+
 from .common import save_figure, script_parser
-from .gpu_check import CARRY, ORTGPU, _timed, activate_site, gpu_info, install_ort_gpu
+from .gpu_carry import CARRY
 
 SETTINGS = {"onnxruntime's choice (0)": 0, "memory-efficient (2)": 2, "flash (1)": 1, "TensorRT fused (4)": 4,
             "unfused (16)": 16}
@@ -97,21 +101,16 @@ def attention_speed(model: bytes, sdpa: int, shapes: list[tuple[int, int]], runs
     for b, length in shapes:
         f = {"x": rng.standard_normal((b, length, 768 if not dry else 64)).astype(np.float16),
              "mask": np.ones((b, length), np.int32)}
-        out[f"{b}x{length}_ms"] = _timed(lambda f=f: s.run(["y"], f), runs)
+        out[f"{b}x{length}_ms"] = median_ms(lambda f=f: s.run(["y"], f), runs)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = script_parser(__doc__)
     p.add_argument("--dry-run", action="store_true", help="CPU EP, small sizes (sdpa_kernel does not apply)")
-    p.add_argument("--install", action="store_true", help="install onnxruntime-gpu from .ortgpu/ first")
     p.add_argument("--export", type=Path, default=CARRY / "export", help="export with model.fp16.onnx")
     args = p.parse_args(argv)
     dry = args.dry_run
-    if args.install:
-        install_ort_gpu()
-    if not dry and (ORTGPU / "site" / "onnxruntime").is_dir():
-        activate_site(ORTGPU / "site")
     if not dry:
         import onnxruntime as ort
 
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"sdpa_kernel": sdpa, **new_and_seen(args.export / "model.fp16.onnx", sdpa, shapes, dry),
                          **attention_speed(model, sdpa, op_shapes, runs, dry)}
         print(name, {k: round(v, 2) if isinstance(v, float) else v for k, v in results[name].items()}, flush=True)
-    gpu = gpu_info(dry)
+    gpu = {"name": "none (dry run)", "driver": None, "memory_total_mib": None} if dry else gpu_info()
     report = {"gpu": gpu, "date": date.today().isoformat(), "dry_run": dry, "shapes": shapes,
               "attention_op": {"hidden": hidden, "heads": heads, "shapes": op_shapes, "runs": runs},
               "command": "python -m benchmarks.gpu_attention", "results": results}

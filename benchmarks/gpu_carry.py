@@ -5,8 +5,8 @@
 Writes benchmarks/.cache/gpu-carry/ (git-ignored), to be named in the run's carry list:
   export/   the bundled model's fp32 and fp16 graphs, tokenizer.json and splade.json (the screened
             graph stays here: the check names the variants it runs)
-  scifact/  all of SciFact: corpus.jsonl.gz (5,183 abstracts; gpu_check unpacks it), queries.jsonl,
-            qrels/test.tsv
+  scifact/  all of SciFact: corpus.jsonl.gz (5,183 abstracts; benchmarks/gpu_check.sh unpacks it),
+            queries.jsonl, qrels/test.tsv
 and prints its size with the checkout's, against the 64 MiB a call can take.
 """
 

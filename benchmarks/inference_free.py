@@ -4,7 +4,7 @@
 
 The model is a random Router model of the OpenSearch kind (DistilBERT document route with
 log1p_relu, SparseStaticEmbedding query route, the bundled 30,522-token WordPiece vocabulary), built
-by benchmarks.random_models. The query side has no network to run, so its cost is the tokenizer
+by tests/random_models.py. The query side has no network to run, so its cost is the tokenizer
 and the lookup: p50 and p99 per query at batch 1, tokenizer included, over SciFact and Vaswani
 queries, for splade-rt's encode_query and sentence-transformers' encode_query on the same model,
 in the same run. Also checks that both give the same vectors. Writes
@@ -19,10 +19,9 @@ from datetime import date
 
 import numpy as np
 
-from splade_rt.bench.measure import machine_info
+from splade_rt.machine import machine_info
 
 from .common import CACHE, cached_export, load_texts, script_parser
-from .random_models import make_model
 
 
 def latencies(encode, queries: list[str], rounds: int) -> list[float]:
@@ -44,6 +43,7 @@ def summary(seconds: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from random_models import make_model
     from sentence_transformers import SparseEncoder
 
     from splade_rt import SpladeEncoder

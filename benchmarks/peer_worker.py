@@ -1,17 +1,18 @@
 """One peer configuration, measured in its own process, inside that peer's own virtual environment.
 
-Run by benchmarks.peers as `PEER_VENV/bin/python benchmarks/peer_worker.py MODE SPEC.json OUT`. It
-imports nothing from splade_rt or benchmarks (the peer's venv has neither): everything comes in
-SPEC.json, everything goes out as a file. Modes:
+Run by benchmarks.peers as `PEER_VENV/bin/python -I benchmarks/peer_worker.py MODE SPEC.json OUT`.
+The peer's venv has neither splade_rt nor benchmarks installed; this file imports only
+splade_rt.bench.measure and splade_rt.machine, from this checkout (their import needs numpy alone,
+which every peer venv has), so that peers and splade-rt are timed by the same code. Everything else
+comes in SPEC.json, everything goes out as a file. Modes:
 
 - `prepare`: (sentence-transformers venv) save the model as a sentence-transformers SparseEncoder
   with its ONNX exports: plain (optimum's export, as `backend="onnx"` makes it), O3 and int8
   dynamic quantization (sentence-transformers' export helpers). Writes a JSON report to OUT.
-- `run`: load one configuration, then measure it the way benchmarks/worker.py measures
-  splade-rt: cold start (process start-up + import + load + first encode, from the parent's spawn),
-  query latency at batch 1 (p50, p99), passages/s per batch size (warm-up, then passes over the
-  passages for at least min_seconds, the median pass), peak RSS, and the vectors of the first
-  check_rows passages as {token id: weight} rows. Writes JSON to OUT.
+- `run`: load one configuration, then measure it as splade_rt.bench.worker measures splade-rt:
+  cold start (process start-up + import + load + first encode, from the parent's spawn), query
+  latency at batch 1 (p50, p99), passages/s per batch size (measure.throughput), peak RSS, and the
+  vectors of the first check_rows passages as {token id: weight} rows. Writes JSON to OUT.
 - `encode`: encode documents and queries once (for a retrieval-quality evaluation made by the
   parent); writes their CSR arrays to OUT (.npz).
 
@@ -29,12 +30,15 @@ T0 = time.perf_counter()
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's splade_rt (-I left it out)
+from splade_rt.bench.measure import query_latencies, throughput  # noqa: E402
+from splade_rt.machine import peak_rss_mib  # noqa: E402
 
 # fastembed 0.9 has no way to register a custom sparse model (TextEmbedding.add_custom_model is for
 # dense models only). SpladePP, its SPLADE class, loads any local directory given as
@@ -43,15 +47,6 @@ import numpy as np  # noqa: E402
 FASTEMBED_SPLADE_NAME = "prithivida/Splade_PP_en_v1"
 PACKAGES = ("sentence-transformers", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx", "torch",
             "fastembed", "tokenizers", "numpy", "huggingface-hub")
-
-
-def peak_rss_mib() -> float:
-    """VmHWM, not ru_maxrss (Linux carries ru_maxrss across exec), as benchmarks/worker.py."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def versions() -> dict[str, str]:
@@ -64,25 +59,30 @@ def versions() -> dict[str, str]:
     return out
 
 
-def st_modules():
-    try:  # sentence-transformers 6
-        from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
-    except ImportError:  # 5.x
+def st_mlm(model_dir: str):
+    """The fill-mask Transformer where the installed sentence-transformers has it (6.x, which deprecates
+    MLMTransformer), else MLMTransformer (5.x, the ONNX peer's venv), with SpladePooling max."""
+    try:
+        from sentence_transformers.base.modules import Transformer
+        from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+        return [Transformer(model_dir, transformer_task="fill-mask"), SpladePooling(pooling_strategy="max")]
+    except ImportError:
         from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
-    return MLMTransformer, SpladePooling
+
+        return [MLMTransformer(model_dir), SpladePooling(pooling_strategy="max")]
 
 
 def load_st(model_dir: str, backend: str = "torch", file_name: str | None = None, threads: int | None = None,
             max_length: int | None = None):
     """A SparseEncoder from a sentence-transformers directory, or from a transformers *ForMaskedLM
-    directory (MLMTransformer + SpladePooling max, as benchmarks.common.sentence_transformers_copy)."""
+    directory (st_mlm)."""
     from sentence_transformers import SparseEncoder
 
     if not (Path(model_dir) / "modules.json").is_file():
         if backend != "torch":
             raise ValueError(f"{model_dir}: not a sentence-transformers directory; run `prepare` first")
-        mlm, pooling = st_modules()
-        model = SparseEncoder(modules=[mlm(model_dir), pooling(pooling_strategy="max")], device="cpu")
+        model = SparseEncoder(modules=st_mlm(model_dir), device="cpu")
     else:
         kwargs = {}
         if backend == "onnx":
@@ -174,27 +174,11 @@ def run(spec: dict, out_path: str) -> None:
     passages, queries = texts["passages"], texts["queries"]
     enc.encode_query([queries[0]], 1)
     result = {"import_s": enc.imported - spawned, "load_s": loaded - enc.imported,
-              "cold_start_s": time.time() - spawned}
-    lat = []
-    for q in queries:
-        t = time.perf_counter()
-        enc.encode_query([q], 1)
-        lat.append(time.perf_counter() - t)
-    result["query_p50_ms"] = float(np.percentile(lat, 50) * 1000)
-    result["query_p99_ms"] = float(np.percentile(lat, 99) * 1000)
+              "cold_start_s": time.time() - spawned, **query_latencies(enc.encode_query, queries)}
     out = None
     for bs in spec["batch_sizes"]:
-        enc.encode(passages[:bs], bs)  # warm up the shapes this batch size uses
-        passes, started = [], time.perf_counter()
-        while not passes or time.perf_counter() - started < spec.get("min_seconds", 0):
-            t = time.perf_counter()
-            out = enc.encode(passages, bs)
-            passes.append(time.perf_counter() - t)
-        dt = float(np.median(passes))
-        result[f"passes_b{bs}"] = len(passes)
-        result[f"passages_per_s_b{bs}"] = len(passages) / dt
-        if spec.get("passage_tokens"):
-            result[f"tokens_per_s_b{bs}"] = spec["passage_tokens"] / dt
+        numbers, out = throughput(enc.encode, passages, bs, spec.get("passage_tokens"), spec.get("min_seconds", 0))
+        result.update(numbers)
     result["vectors"] = rows(enc, out, spec["check_rows"]) if out is not None else []
     result["peak_rss_mib"] = peak_rss_mib()
     result["versions"] = versions()

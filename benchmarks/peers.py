@@ -23,7 +23,7 @@ The peers:
   Nothing is fetched from a hub.
 
 Each configuration runs in its own process (benchmarks/peer_worker.py, in the peer's venv) and is
-measured the way benchmarks/worker.py measures splade-rt; its vectors are compared with
+measured by the code that measures splade-rt (splade_rt.bench.measure); its vectors are compared with
 sentence-transformers torch. For the int8 model, its retrieval loss on SciFact (nDCG@10 at max
 length 256, and the active-term Jaccard of its vectors) against the fp32 export is measured too,
 with splade_rt.evaluation's search and metrics.
@@ -45,9 +45,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from splade_rt.bench.measure import machine_info as machine
+from splade_rt.machine import machine_info as machine
 
 from .common import CACHE, HERE
+from .peer_worker import FASTEMBED_SPLADE_NAME
 
 VENVS = CACHE / "venvs"
 PEER_MODELS = CACHE / "peer-models"
@@ -328,21 +329,11 @@ def peer_configurations(model_dir: Path, *, max_length: int | None = None, only:
         else:
             config = json.loads((st_dir / "config.json").read_text())
             spec.update(model_dir=str(fastembed_dir(st_dir, length)), vocab_size=config.get("vocab_size", 30522),
-                        how=f"SparseTextEmbedding({FASTEMBED_NAME!r}, specific_model_path=<optimum export>)")
+                        how=f"SparseTextEmbedding({FASTEMBED_SPLADE_NAME!r}, specific_model_path=<optimum export>)")
         configs[name] = spec
     return configs
 
 
-FASTEMBED_NAME = "prithivida/Splade_PP_en_v1"  # as in peer_worker.FASTEMBED_SPLADE_NAME
-
-
-def reference_configuration(model_dir: Path, max_length: int | None = None) -> dict:
-    """sentence-transformers torch in this (the main) environment, run by peer_worker like the peers."""
-    from importlib.metadata import version
-
-    return {"label": "sentence-transformers torch fp32", "peer": True, "python": sys.executable, "kind": "st",
-            "backend": "torch", "model_dir": str(model_dir), "max_length": max_length,
-            "versions": {p: version(p) for p in ("sentence-transformers", "transformers", "torch")}}
 
 
 # -- quality -------------------------------------------------------------------------------------

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from splade_rt.bench.measure import compare_rows, machine_info
+from splade_rt.bench.measure import compare_rows
 from splade_rt.bench.runner import run_worker
 from splade_rt.kernels.native_head import unavailable
-from splade_rt.manifest import NATIVE_TWINS
+from splade_rt.machine import machine_info
+from splade_rt.variants import VARIANTS
 
 from . import base_size
 from .common import (
@@ -42,6 +43,7 @@ from .common import (
     save_figure,
     script_parser,
     table_head,
+    why_not,
 )
 from .peers import int8_quality, peer_configurations, quality_line, run_peer
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = {k: v for k, v in configs.items() if k in (REFERENCE, BASE + REFERENCE) or k in args.only}
     native_missing = unavailable()
     for cfg in configs.values():  # the native variants say why they can't run here, in their rows
-        if native_missing and cfg.get("variant") in NATIVE_TWINS:
+        if native_missing and cfg.get("variant") in VARIANTS and VARIANTS[cfg["variant"]].native:
             cfg["unavailable"] = f"the native head can't run here: {native_missing}"
     passage_tokens = count_tokens(paths["chunked"], passages)
     common = {"threads": args.threads, "passages": passages, "queries": queries, "passage_tokens": passage_tokens,
@@ -265,8 +267,8 @@ def markdown(report: dict) -> str:
     for prefix, entries in by_model(report["results"]).items():
         lines += ["", f"**{report.get('models', MODELS)[prefix]}**: {texts[prefix]}.", "", *table_head(COLUMNS)]
         for e in entries:
-            if "unavailable" in e or "error" in e:
-                lines.append(f"| {e['label']} | {e.get('unavailable') or 'failed: ' + e['error']} |"
+            if why_not(e):
+                lines.append(f"| {e['label']} | {why_not(e)} |"
                              + " |" * (len(COLUMNS) - 2))
                 continue
             chk = e.get("check_vs_reference", {})

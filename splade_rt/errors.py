@@ -30,3 +30,8 @@ class DatasetError(SpladeError):
 class CorpusError(SpladeError):
     """A corpus to encode can't be read as given (bad file, bad row), or an output directory holds a
     different run: named with the file and line, so the data can be fixed before hours of encoding."""
+
+
+class OverloadedError(SpladeError):
+    """A micro-batcher's queue is full: the text was not accepted, and retrying later may succeed
+    (splade-serve answers 429). Raised at once rather than after a wait, so load sheds instead of piling up."""

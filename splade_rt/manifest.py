@@ -1,8 +1,10 @@
 """The manifest format (`splade.json`): the one thing the exporter and the runtime share.
 
 The exporter writes it; the runtime parses it once into typed records and trusts nothing else
-about the directory: which ONNX file runs on which execution provider, how to tokenize, the
-inference-free query table, and a hash of each file to catch corruption. Every field is checked
+about the directory: which ONNX file holds which precision (a row of variants.VARIANTS), how to
+tokenize, the inference-free query table, and a hash of each file to catch corruption. It names no
+execution provider: which graph runs on which device is the provider table's order
+(runtime.providers), so a new provider needs no re-export. Every field is checked
 at parse time, so a hand-edited or truncated manifest fails at load with one line naming the
 field, not later with a KeyError from deep in the runtime. Kept dependency-free so the runtime can
 import it without the exporter's stack.
@@ -17,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportDirError
+from .variants import VARIANTS, Variant
 
 MANIFEST_NAME = "splade.json"
 # 2: model families, per-file providers that the runtime follows, the inference-free query table.
 # 3: the fp32-native variant (a states graph and the native head's arrays).
 # 4: the int8-native variant (the int8 encoder's states graph, the same head).
+# 5: graphs record their precision only, no execution providers (versions 2-4 list them: ignored).
 # Version 1 manifests (BERT only) parse with the defaults that version implied.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 # Graph interface, fixed since format version 1.
 INPUT_IDS = "input_ids"
@@ -35,17 +39,11 @@ OUT_TOP_INDICES = "top_indices"  # [batch, k] int64
 OUT_NZ_INDEX = "nonzero_index"  # [2, nnz] int64 (row, column), row-major order
 OUT_NZ_VALUE = "nonzero_value"  # [nnz] float32
 
-# fp32-native and int8-native are states graphs ([batch, seq, hidden]) whose head runs in
-# kernels/_head.c, with the manifest's native_head arrays; the others are fused graphs with the
-# interface above
-PRECISIONS = ("fp32", "fp32-screened", "fp32-native", "fp16", "int8", "int8-native")
-# each native variant's fused twin: the graph over the same encoder whose vectors it gives
-NATIVE_TWINS = {"fp32-native": "fp32", "int8-native": "int8"}
+# the native variants (variants.Variant.native) are states graphs ([batch, seq, hidden]) whose head
+# runs in kernels/_head.c, with the manifest's native_head arrays; the others are fused graphs with
+# the interface above
 ACTIVATIONS = ("relu", "log1p_relu")
 SIMILARITIES = ("dot", "cosine")
-# what version 1 manifests meant by a graph's precision (they recorded no usable provider list)
-_V1_PROVIDERS = {"fp32": ("CPUExecutionProvider",), "fp32-screened": ("CPUExecutionProvider",),
-                 "fp16": ("CUDAExecutionProvider", "TensorrtExecutionProvider")}
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,11 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class GraphFile(FileEntry):
-    precision: str  # one of PRECISIONS
-    providers: tuple[str, ...]  # the onnxruntime execution providers this graph is meant for
+    precision: str  # a variants.VARIANTS name
+
+    @property
+    def variant(self) -> Variant:
+        return VARIANTS[self.precision]
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,6 @@ class Manifest:
     @property
     def directory(self) -> Path:
         return self.path.parent
-
-    def graphs_for(self, provider: str) -> list[GraphFile]:
-        return [g for g in self.graphs if provider in g.providers]
 
     def graph(self, precision: str) -> GraphFile | None:
         return next((g for g in self.graphs if g.precision == precision), None)
@@ -182,9 +180,7 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         f = _Fields(entry, path, f"files.{name}.")
         size, digest = f.int("bytes", minimum=0), f.sha256("sha256")
         if "precision" in entry:
-            precision = f.choice("precision", PRECISIONS)
-            providers = _V1_PROVIDERS[precision] if version == 1 else tuple(f.str_list("providers"))
-            graphs.append(GraphFile(name, size, digest, precision, providers))
+            graphs.append(GraphFile(name, size, digest, f.choice("precision", tuple(VARIANTS))))
             files[name] = graphs[-1]
         else:
             files[name] = FileEntry(name, size, digest)
@@ -202,7 +198,7 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
             if name not in files:
                 raise ExportDirError(f"{path}: field 'files' has no entry for query_table.{what} '{name}'")
     native_head = None
-    if any(g.precision in NATIVE_TWINS for g in graphs):
+    if any(g.variant.native for g in graphs):
         native_head = root.str("native_head")
         if native_head not in files:
             raise ExportDirError(f"{path}: field 'files' has no entry for native_head '{native_head}'")
@@ -279,12 +275,6 @@ class _Fields:
         value = self.str(key)
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise self._fail(key, "is not a sha256 hex digest")
-        return value
-
-    def str_list(self, key: str) -> list[str]:
-        value = self._get(key)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise self._fail(key, f"must be a non-empty list of strings, not {value!r:.60}")
         return value
 
     def int_map(self, key: str) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -47,9 +48,8 @@ def test_default_export_passes_parity_and_records_it(export_dir):
         assert parity[exact]["vs_fp32_graph"]["max_abs_diff"] <= 1e-5
     native_ran = "kernels/_head.c" in parity["fp32-native"]["method"]
     assert native_ran == (unavailable() is None), parity["fp32-native"]["method"]  # the kernel itself, where it runs
-    assert manifest.native_head == "native_head.npz" and manifest.graph("fp16").providers[0] == "CUDAExecutionProvider"
-    assert [g.name for g in manifest.graphs_for("CPUExecutionProvider")] == [
-        "model.fp32.onnx", "model.screened.onnx", "model.states.onnx"]
+    assert manifest.native_head == "native_head.npz" and manifest.format_version == 5
+    assert [g.precision for g in manifest.graphs] == ["fp32", "fp32-screened", "fp32-native", "fp16"]
     assert manifest.model.vocab_size == 30522 and manifest.tokenizer.max_length == 512
     assert manifest.model.model_type == "bert" and manifest.query_table is None
     assert manifest.tokenizer.special_tokens["cls"] == 101 and manifest.tokenizer.pad_id == 0
@@ -213,11 +213,43 @@ def test_output_rules(tmp_path, capsys):
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
-    from splade_rt.export import parity
+    from splade_rt.variants import VARIANTS, ParityBar
 
     tiny = make_tiny_model(tmp_path / "tiny")
-    monkeypatch.setattr(parity, "FP32_MAX_REL_DIFF", -1.0)  # force a parity failure
+    # a bar no graph meets: the parity check reads the variant table's bars
+    monkeypatch.setitem(VARIANTS, "fp32", dataclasses.replace(VARIANTS["fp32"], bar=ParityBar(max_rel_diff=-1.0)))
     out = tmp_path / "out"
     with pytest.raises(Exception, match="parity"):
         export_model(str(tiny), out, log=lambda _: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+def test_a_new_variant_is_one_table_row_and_its_build_function(tmp_path, monkeypatch):
+    """The extension point as ARCHITECTURE.md describes it: a row in splade_rt.variants.VARIANTS and its
+    BUILDERS entry in export.graph; the exporter writes and checks it, the manifest records it and the
+    runtime runs it by name, with no other edit."""
+    from splade_rt import SpladeEncoder
+    from splade_rt.export import graph
+    from splade_rt.variants import VARIANTS, ParityBar, Variant
+
+    row = Variant("fp32-unchunked", "model.unchunked.onnx", bar=ParityBar(max_rel_diff=1e-4))  # exact
+    monkeypatch.setitem(VARIANTS, row.name, row)
+    built = []
+
+    def build(parts):  # the fp32 head over the whole vocab in one chunk
+        built.append(row.name)
+        return dataclasses.replace(parts, vocab_chunk=1 << 30).with_head(screened=False)
+
+    monkeypatch.setitem(graph.BUILDERS, row.name, build)
+    tiny = make_tiny_model(tmp_path / "tiny")
+    manifest = export_model(str(tiny), tmp_path / "out", fp16=False, log=lambda _: None)
+    assert built == [row.name] and manifest["files"]["model.unchunked.onnx"]["precision"] == row.name
+    assert manifest["parity"][row.name]["passed"] and manifest["parity"][row.name]["bar"] == "max_rel_diff <= 0.0001"
+    texts = ["what is the capital city", "the immune cell protein"]
+    new = SpladeEncoder(tmp_path / "out", device="cpu", variant=row.name)
+    assert new.placement.file == "model.unchunked.onnx"
+    want = SpladeEncoder(tmp_path / "out", device="cpu", variant="fp32").encode(texts).to_dense()
+    np.testing.assert_allclose(new.encode(texts).to_dense(), want, atol=1e-5)
+    assert SpladeEncoder(tmp_path / "out", device="cpu").placement.precision != row.name  # not in the CPU's order
+    assert set(graph.BUILDERS) == set(VARIANTS)  # every row has its build function
+

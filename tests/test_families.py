@@ -1,7 +1,7 @@
 """Every supported family and layout exports and encodes like sentence-transformers' SparseEncoder.
 
 The models are random (no hub here) with a tokenizer of the family's kind and a SPLADE-like head
-(benchmarks.random_models): logits mostly negative, a few positive per token, driven by the token's
+(tests/random_models.py): logits mostly negative, a few positive per token, driven by the token's
 state, so a wrong body, mask, position scheme or tokenizer changes the vectors and these tests fail.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from random_models import make_model, max_abs_and_nonzero
 
-from benchmarks.random_models import make_model, max_abs_and_nonzero
 from splade_rt import SpladeEncoder
 from splade_rt.export.pipeline import export_model
 from splade_rt.manifest import read_manifest
@@ -71,10 +71,11 @@ def test_family_exports_and_encodes_like_sentence_transformers(tmp_path, texts, 
         expected = getattr(st, f"encode_{side}")(batch, convert_to_tensor=True).to_dense().numpy()
         active = (expected > 0).sum(axis=1)[:-1]
         assert active.min() >= 1 and active.mean() >= 5  # the test has non-zeros to get wrong
+        kept = [i for i, text in enumerate(batch) if text.strip()]  # a blank text: splade-rt's own rule, not ST's
         for variant in ("fp32", "fp32-screened"):
             enc = SpladeEncoder(out, device="cpu", variant=variant)
             got = getattr(enc, f"encode_{side}")(batch, batch_size=8).to_dense()
-            diff, rel, same_terms = max_abs_and_nonzero(expected, got)
+            diff, rel, same_terms = max_abs_and_nonzero(expected[kept], got[kept])
             assert rel <= 1e-4 and same_terms, (side, variant, diff, rel)
 
 

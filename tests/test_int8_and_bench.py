@@ -26,9 +26,9 @@ def int8_export(tmp_path_factory):
 def test_int8_graph_is_opt_in_quantizes_only_the_encoder_and_keeps_the_top_terms(int8_export, real_pairs):
     manifest = read_manifest(int8_export)
     int8 = manifest.graph("int8")
-    assert int8 is not None and int8.providers == ("CPUExecutionProvider",)
-    assert manifest.parity["int8"]["passed"]
-    assert SpladeEncoder(int8_export, device="cpu").placement.precision == "fp32-screened"  # never the default
+    assert int8 is not None and int8.name == "model.int8.onnx" and manifest.parity["int8"]["passed"]
+    # lossy: never the default, on any device
+    assert SpladeEncoder(int8_export, device="cpu").placement.precision in ("fp32-native", "fp32-screened", "fp32")
 
     model = onnx.load(str(int8_export / int8.name))
     encoder_ops = {n.op_type for n in model.graph.node if not n.name.startswith("splade/")}
@@ -47,7 +47,7 @@ def test_int8_graph_is_opt_in_quantizes_only_the_encoder_and_keeps_the_top_terms
 def test_int8_native_gives_the_int8_graphs_vectors_and_says_so_where_it_cant_run(int8_export, real_pairs):
     manifest = read_manifest(int8_export)
     native = manifest.graph("int8-native")
-    assert native is not None and native.providers == ("CPUExecutionProvider",)
+    assert native is not None and native.name == "model.int8.states.onnx"
     parity = manifest.parity["int8-native"]
     assert parity["passed"] and parity["vs_int8_graph"]["max_rel_diff"] <= 1e-5
     model = onnx.load(str(int8_export / native.name))
@@ -93,7 +93,9 @@ def test_without_vnni_the_faster_exact_graph_is_timed_once_and_cached(export_dir
     assert len(timed) == 2 and cpu_choice.cache_file().is_file()
     monkeypatch.setenv(cpu_choice.ENV, "fp32-screened")
     assert cpu_choice.choose_cpu_precision(manifest, factory, isa=["avx2"]) == "fp32-screened"
-    monkeypatch.setattr(cpu_choice, "machine_info", lambda: {"cpu": "test", "isa": ["avx2", "avx512_vnni"]})
+    from splade_rt import machine
+
+    monkeypatch.setattr(machine, "machine_info", lambda: {"cpu": "test", "isa": ["avx2", "avx512_vnni"]})
     assert SpladeEncoder(export_dir, device="cpu").placement.precision == "fp32-screened"  # through the encoder
     monkeypatch.setenv(cpu_choice.ENV, "fp32")
     assert SpladeEncoder(export_dir, device="cpu").placement.precision == "fp32"
@@ -104,6 +106,7 @@ def test_without_vnni_the_faster_exact_graph_is_timed_once_and_cached(export_dir
 
 
 def test_splade_bench_measures_an_export_beside_sentence_transformers(export_dir, tmp_path):
+    default = SpladeEncoder(export_dir, device="cpu").placement.file  # the CPU choice, cached for the bench
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "splade_rt.bench.cli", str(export_dir), "--limit", "24",
                            "--batch-size", "8", "--min-seconds", "0", "--threads", "1", "--compare", "--json",
@@ -112,13 +115,13 @@ def test_splade_bench_measures_an_export_beside_sentence_transformers(export_dir
     report = json.loads(out.read_text())
     assert report["machine"]["cores"] >= 1 and "isa" in report["machine"] and report["passages"] == 24
     rt, st = report["results"]["splade-rt"], report["results"]["sentence-transformers"]
-    assert rt["provider"] == "CPUExecutionProvider" and rt["graph"] == "model.screened.onnx"
+    assert rt["provider"] == "CPUExecutionProvider" and rt["graph"] == default
     for entry in (rt, st):
         assert entry["passages_per_s_b8"] > 0 and 0 < entry["query_p50_ms"] <= entry["query_p99_ms"]
         assert entry["peak_rss_mib"] > 0 and entry["cold_start_s"] > 0
     assert rt["check_vs_sentence_transformers"]["max_abs_diff"] <= 1e-4  # the same vectors
     assert rt["x_sentence_transformers_b8"] == pytest.approx(rt["passages_per_s_b8"] / st["passages_per_s_b8"])
-    assert "splade-rt default cpu [CPUExecutionProvider, model.screened.onnx]" in proc.stdout
+    assert f"splade-rt default cpu [CPUExecutionProvider, {default}]" in proc.stdout
     assert "passages/s" in proc.stdout and "x ST" in proc.stdout
 
 

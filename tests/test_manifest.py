@@ -46,7 +46,7 @@ BROKEN = [
     (put("12", "model", "vocab_size"), "field 'model.vocab_size' must be an integer"),
     (put("mean", "model", "pooling"), "field 'model.pooling' is 'mean'"),
     (put("nope", "files", "model.screened.onnx", "sha256"), "field 'files.model.screened.onnx.sha256'"),
-    (drop("files", "model.screened.onnx", "providers"), "field 'files.model.screened.onnx.providers' is missing"),
+    (put("int4", "files", "model.screened.onnx", "precision"), "field 'files.model.screened.onnx.precision' is 'int4'"),
     (drop("files", "tokenizer.json"), "no entry for the tokenizer file"),
     (put(99, "format_version"), "manifest format 99 is newer"),
     (put([], "tokenizer"), "field 'tokenizer' is not a JSON object"),
@@ -100,20 +100,44 @@ def test_format_1_exports_still_load_and_encode_the_same(export_dir, tmp_path):
 
     old = edited(export_dir, tmp_path, as_v1)
     manifest = read_manifest(old)
-    assert manifest.format_version == 1 and manifest.graph("fp32-screened").providers == ("CPUExecutionProvider",)
+    assert manifest.format_version == 1 and manifest.graph("fp32-screened").name == "model.screened.onnx"
     texts = ["is send in the clowns from a musical", "what is the capital of australia"]
-    a = SpladeEncoder(old, device="cpu").encode(texts).to_dense()
-    b = SpladeEncoder(export_dir, device="cpu").encode(texts).to_dense()
+    a = SpladeEncoder(old, device="cpu", variant="fp32-screened").encode(texts).to_dense()
+    b = SpladeEncoder(export_dir, device="cpu", variant="fp32-screened").encode(texts).to_dense()
     np.testing.assert_array_equal(a, b)
 
 
-def test_the_runtime_runs_the_graph_the_manifest_records_for_the_provider(export_dir, tmp_path):
-    # the manifest, not an order of the runtime's own, says which graphs a provider may run
-    def cuda_only(data):
-        for name in ("model.screened.onnx", "model.states.onnx"):
-            put(["CUDAExecutionProvider"], "files", name, "providers")(data)
+def test_new_manifests_name_no_execution_provider_and_old_ones_that_do_still_load(export_dir, tmp_path):
+    """Which graph runs on which device is the provider table's order, not the manifest's: a new provider
+    needs no re-export, and a format 4 manifest's provider lists change nothing."""
+    data = json.loads((export_dir / "splade.json").read_text())
+    assert data["format_version"] == 5
+    assert not any("providers" in entry for entry in data["files"].values())
 
-    only_fp32 = edited(export_dir, tmp_path, cuda_only)
+    def as_v4(data):  # what format 4 wrote: a provider list per graph, here one that says CUDA only
+        data["format_version"] = 4
+        for entry in data["files"].values():
+            if "precision" in entry:
+                entry["providers"] = ["CUDAExecutionProvider"]
+
+    old = edited(export_dir, tmp_path, as_v4)
+    for name in ("model.fp32.onnx", "model.fp16.onnx"):
+        shutil.copy(export_dir / name, old)
+    assert read_manifest(old).format_version == 4
+    texts = ["is send in the clowns from a musical", "what is the capital of australia"]
+    a = SpladeEncoder(old, device="cpu", variant="fp32-screened")
+    b = SpladeEncoder(export_dir, device="cpu", variant="fp32-screened")
+    np.testing.assert_array_equal(a.encode(texts).to_dense(), b.encode(texts).to_dense())
+    assert SpladeEncoder(old, device="cpu").placement.file == SpladeEncoder(export_dir, device="cpu").placement.file
+
+
+def test_an_export_without_the_cpu_graphs_runs_the_fp32_graph_on_the_cpu(export_dir, tmp_path):
+    # the CPU's order (native, screened, fp32): the first the export has
+    def fp32_only(data):
+        for name in ("model.screened.onnx", "model.states.onnx", "native_head.npz"):
+            del data["files"][name]
+        data["native_head"] = None
+
+    only_fp32 = edited(export_dir, tmp_path, fp32_only)
     shutil.copy(export_dir / "model.fp32.onnx", only_fp32)
     assert SpladeEncoder(only_fp32, device="cpu").placement.file == "model.fp32.onnx"
-    assert SpladeEncoder(export_dir, device="cpu").placement.file == "model.screened.onnx"

@@ -17,13 +17,15 @@ from conftest import in_threads
 from splade_rt import DeviceError, ExportDirError, SparseEmbeddings, SpladeEncoder
 from splade_rt.kernels.native_head import unavailable
 from splade_rt.runtime import session as session_mod
-from splade_rt.runtime.batching import length_batches, length_sorted_batches
+from splade_rt.runtime.batching import length_batches, planned_batches
 from splade_rt.runtime.embeddings import dot_scores
+from splade_rt.runtime.providers import PROVIDERS
 
 
 @pytest.fixture(scope="module")
 def enc(export_dir) -> SpladeEncoder:
-    return SpladeEncoder(export_dir, device="cpu")  # the CPU default: the exact int8-screened graph
+    # the CPU default a user gets: the native head where its kernel runs, else the faster exact graph
+    return SpladeEncoder(export_dir, device="cpu")
 
 
 def test_import_pulls_in_no_heavy_dependency():
@@ -94,7 +96,7 @@ def test_threshold_batching_and_order(enc, real_pairs):
 def test_token_budget_defaults_to_the_devices_and_is_checked(enc):
     """The CPU cuts batches at its own budget (activations stay in cache), never below one full-length
     text; an explicit budget wins, and one too small for a full-length text is refused by name."""
-    from splade_rt.runtime.session import PROVIDERS
+    from splade_rt.runtime.providers import PROVIDERS
 
     assert enc.max_batch_tokens == max(PROVIDERS["cpu"].batch_tokens, enc.max_length)
     assert PROVIDERS["cpu"].batch_tokens < PROVIDERS["cuda"].batch_tokens
@@ -134,12 +136,19 @@ class SessionSpy:
         return getattr(self.session, name)
 
 
-def test_io_binding_path_gives_the_same_vectors(export_dir, enc, real_pairs):
-    bound = SpladeEncoder(export_dir, device="cpu", io_binding=True)
+def encoder_batches(enc: SpladeEncoder, texts: list[str], batch_size: int) -> list[np.ndarray]:
+    """The batches enc.encode runs for these texts (runtime.batching.planned_batches)."""
+    lengths = [len(ids) for ids in enc.tokenize(texts)]
+    return planned_batches([len(t) for t in texts], lengths, enc._tokens.special, batch_size, enc.max_batch_tokens)
+
+
+def test_io_binding_path_gives_the_same_vectors(export_dir, real_pairs):
+    enc = SpladeEncoder(export_dir, device="cpu", variant="fp32-screened")  # a fused graph: IOBinding applies
+    bound = SpladeEncoder(export_dir, device="cpu", variant="fp32-screened", io_binding=True)
     spy = SessionSpy(bound.placement.session, "io_binding", "run_with_iobinding", "run")
     bound.placement.session = spy
     texts = real_pairs[0][:10] + real_pairs[1][:10]
-    batches = len(length_sorted_batches(np.array([len(t) for t in bound.tokenize(texts)]), 8, bound.max_batch_tokens))
+    batches = len(encoder_batches(bound, texts, 8))
     for k in (None, 32):
         a, b = bound.encode(texts, top_k=k, batch_size=8), enc.encode(texts, top_k=k)
         np.testing.assert_array_equal(a.indptr, b.indptr)
@@ -150,11 +159,11 @@ def test_io_binding_path_gives_the_same_vectors(export_dir, enc, real_pairs):
 
 
 def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(export_dir, real_pairs):
-    enc = SpladeEncoder(export_dir, device="cpu", threads=2)
+    enc = SpladeEncoder(export_dir, device="cpu", threads=2, variant="fp32-screened")  # a screened head
     queries = real_pairs[0][:20]
     small = enc.encode(queries[0])  # <= 64 padded tokens: the one-thread session
-    assert enc._twins[(1, 2)].get_session_options().intra_op_num_threads == 1
-    enc._small_enabled = False  # the two-thread session for everything
+    assert enc._schedule.twins[(1, 2)].get_session_options().intra_op_num_threads == 1
+    enc._schedule.small_enabled = False  # the two-thread session for everything
     big = enc.encode(queries[0])
     np.testing.assert_array_equal(small.indices, big.indices)
     np.testing.assert_array_equal(small.values, big.values)
@@ -171,7 +180,7 @@ def test_a_base_size_encoder_keeps_both_threads_for_queries_and_runs_one_batch_a
     enc = SpladeEncoder(base, device="cpu", threads=2, verify=False)
     assert enc.workers == 1
     enc.encode("capital of france")
-    assert enc._twins == {}
+    assert enc._schedule.twins == {}
     assert SpladeEncoder(export_dir, device="cpu", threads=2).workers == 2
 
 
@@ -204,13 +213,13 @@ def test_batches_run_side_by_side_give_the_serial_results_in_input_order(export_
     texts = real_pairs[1][:40] + real_pairs[0][:40]  # passages and queries: many batches of mixed widths
     serial = SpladeEncoder(export_dir, device="cpu", threads=2, workers=1).encode(texts, batch_size=4)
     side = SpladeEncoder(export_dir, device="cpu", threads=2)
-    assert side.workers == 2 and side._worker_threads == 1
+    assert side.workers == 2 and side._schedule.worker_threads == 1
     # the worker session (one thread each); the same object serves query-sized inputs, so the count of
     # runs on it, not its existence, tells the two apart: every batch, passages included, must use it
-    workers = side._twins[(1, 1)] = InFlight(side._twin(1))
+    workers = side._schedule.twins[(1, 1)] = InFlight(side._schedule.twin(1))
     full = side.placement.session = SessionSpy(side.placement.session, "run")
     got = side.encode(texts, batch_size=4)
-    batches = len(length_sorted_batches(np.array([len(t) for t in side.tokenize(texts)]), 4, side.max_batch_tokens))
+    batches = len(encoder_batches(side, texts, 4))
     assert workers.calls == batches and full.calls["run"] == 0, (workers.calls, batches, full.calls)
     assert workers.peak == 2  # two batches in flight at once
     np.testing.assert_array_equal(got.indptr, serial.indptr)
@@ -295,15 +304,24 @@ def test_bad_export_directories(export_dir, tmp_path):
         SpladeEncoder(corrupt, device="cpu")
 
 
-def test_device_selection_and_fallback(export_dir, monkeypatch):
+def fallback_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "splade_rt" and "running on CPU" in r.getMessage()]
+
+
+def test_device_selection_and_fallback(export_dir, monkeypatch, caplog):
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(DeviceError, match="no CUDA execution provider"):
             SpladeEncoder(export_dir, device="cuda")
-        with pytest.warns(RuntimeWarning, match="running on CPU: the installed onnxruntime has no CUDA"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             auto = SpladeEncoder(export_dir, device="auto")
-        assert auto.device == "cpu" and auto.placement.file == "model.screened.onnx"
+        assert not [w for w in caught if "running on CPU" in str(w.message)]  # a log line, not a two-line warning
+        (line,) = fallback_lines(caplog)
+        assert line.startswith("splade-rt: running on CPU: the installed onnxruntime has no CUDA") and "\n" not in line
+        assert auto.device == "cpu" and auto.placement.file == SpladeEncoder(export_dir, device="cpu").placement.file
+        caplog.clear()
 
     # A CUDA EP that is listed but fails to load: onnxruntime quietly gives a CPU-only session.
     real = ort.InferenceSession
@@ -316,10 +334,9 @@ def test_device_selection_and_fallback(export_dir, monkeypatch):
     monkeypatch.setattr(ort, "InferenceSession", SilentFallback)
     with pytest.raises(DeviceError, match="could not load the CUDA execution provider"):
         SpladeEncoder(export_dir, device="cuda")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        auto = SpladeEncoder(export_dir, device="auto")
-    assert len(caught) == 1 and "could not load the CUDA" in str(caught[0].message)
+    auto = SpladeEncoder(export_dir, device="auto")
+    (line,) = fallback_lines(caplog)  # once per encoder
+    assert "could not load the CUDA" in line
     assert auto.device == "cpu" and "could not load" in auto.placement.fallback_reason
 
     def broken(*a, providers=None, **kw):
@@ -334,21 +351,50 @@ def test_device_selection_and_fallback(export_dir, monkeypatch):
         SpladeEncoder(export_dir, device="gpu")
 
 
-def test_choose_file_prefers_fp16_on_cuda_and_the_native_head_or_screened_graph_on_cpu(export_dir):
+def test_each_device_runs_the_first_graph_of_its_order_that_the_export_has(export_dir, tmp_path):
     from splade_rt.manifest import read_manifest
 
     manifest = read_manifest(export_dir)
-    cpu, cuda = session_mod.PROVIDERS["cpu"], session_mod.PROVIDERS["cuda"]
+    cpu, cuda = PROVIDERS["cpu"], PROVIDERS["cuda"]
     assert session_mod.choose_graph(manifest, cuda, None).name == "model.fp16.onnx"
     cpu_first = "model.states.onnx" if unavailable() is None else "model.screened.onnx"
     assert session_mod.choose_graph(manifest, cpu, None).name == cpu_first
-    assert session_mod.choose_graph(manifest, cpu, None, prefer="fp32-screened").name == "model.screened.onnx"
+    assert session_mod.choose_graph(manifest, cpu, None, prefer="fp32").name == "model.fp32.onnx"
     assert session_mod.choose_graph(manifest, cpu, "fp32").name == "model.fp32.onnx"
-    with pytest.raises(ExportDirError, match="variant 'int4'"):
-        session_mod.choose_graph(manifest, cpu, "int4")
+    # an export without the fp16 graph (--no-fp16): CUDA runs the fp32 one; TensorRT has nothing to run
+    no_fp16 = tmp_path / "no-fp16"
+    shutil.copytree(export_dir, no_fp16, ignore=shutil.ignore_patterns("model.fp16.onnx"))
+    data = json.loads((no_fp16 / "splade.json").read_text())
+    del data["files"]["model.fp16.onnx"]
+    (no_fp16 / "splade.json").write_text(json.dumps(data))
+    trimmed = read_manifest(no_fp16)
+    assert session_mod.choose_graph(trimmed, cuda, None).name == "model.fp32.onnx"
+    with pytest.raises(ExportDirError, match="no graph TensorRT runs"):
+        session_mod.choose_graph(trimmed, PROVIDERS["tensorrt"], None)
 
 
-def test_screened_graph_equals_the_fp32_graph(export_dir, enc, real_pairs):
+def test_a_variant_the_export_lacks_says_how_to_export_it(export_dir, tmp_path):
+    with pytest.raises(ExportDirError, match=r"variant 'int8' not in this export .*; re-export with splade-export "
+                                             r"-o .* --force --int8$"):
+        SpladeEncoder(export_dir, device="cpu", variant="int8")
+    no_fp16 = tmp_path / "no-fp16"
+    shutil.copytree(export_dir, no_fp16, ignore=shutil.ignore_patterns("model.fp16.onnx"))
+    data = json.loads((no_fp16 / "splade.json").read_text())
+    del data["files"]["model.fp16.onnx"]
+    (no_fp16 / "splade.json").write_text(json.dumps(data))
+    with pytest.raises(ExportDirError, match=r"variant 'fp16' not in this export .*--force \(without --no-fp16\)"):
+        SpladeEncoder(no_fp16, device="cpu", variant="fp16")
+    with pytest.raises(ValueError, match="variant 'int4': expected one of fp32, fp32-screened"):
+        SpladeEncoder(export_dir, device="cpu", variant="int4")
+    from splade_rt.manifest import read_manifest
+
+    # a native variant's head is a CPU kernel: on a GPU row, its fused twin is named instead
+    with pytest.raises(DeviceError, match=r"variant 'fp32-native' runs on the CPU only.*variant='fp32'"):
+        session_mod.choose_graph(read_manifest(export_dir), PROVIDERS["cuda"], "fp32-native")
+
+
+def test_screened_graph_equals_the_fp32_graph(export_dir, real_pairs):
+    enc = SpladeEncoder(export_dir, device="cpu", variant="fp32-screened")
     fp32 = SpladeEncoder(export_dir, device="cpu", variant="fp32")
     texts = real_pairs[0] + real_pairs[1][:100] + ["", "word " * 600]
     a, b = enc.encode(texts, batch_size=16), fp32.encode(texts, batch_size=16)
@@ -374,7 +420,7 @@ def test_native_head_equals_the_fp32_graph_on_every_path(export_dir, real_pairs)
         a, b = native.encode_query(query), fp32.encode_query(query)
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_allclose(a.values, b.values, atol=1e-5)
-    assert native._twins[(1, 2)].head_threads == 2  # the query's head split across both threads
+    assert native._schedule.twins[(1, 2)].head_threads == 2  # the query's head split across both threads
     with pytest.raises(ValueError, match="io_binding=True applies to the fused graphs"):
         SpladeEncoder(export_dir, device="cpu", variant="fp32-native", io_binding=True)
     for k in (1, 16):
@@ -382,14 +428,44 @@ def test_native_head_equals_the_fp32_graph_on_every_path(export_dir, real_pairs)
         assert [sorted(r.to_dict()) for r in a] == [sorted(r.to_dict()) for r in b]
 
 
-def test_native_head_is_the_cpu_default_only_where_it_runs(export_dir, monkeypatch):
-    monkeypatch.delenv("SPLADE_RT_CPU_GRAPH")
+def test_the_cpu_default_is_the_native_head_where_it_runs_else_the_faster_exact_graph_timed_once(
+        export_dir, tmp_path, monkeypatch):
+    """What a user gets with no variant: the native head where its kernel runs; elsewhere, on a CPU
+    without VNNI, the screened and fp32 graphs timed once and the faster kept, cached for later loads;
+    with VNNI, the screened graph untimed."""
+    from splade_rt import machine
+    from splade_rt.runtime import cpu_choice
+
+    monkeypatch.delenv(cpu_choice.ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a fresh cache: the first load times
+    timed = []
+
+    def fake_time(session, manifest, *args):  # fp32 made to look faster: the choice must follow the timing
+        precision = next(g.precision for g in manifest.graphs if g.name == Path(session._model_path).name)
+        timed.append(precision)
+        return 0.001 if precision == "fp32" else 0.01
+
+    monkeypatch.setattr(cpu_choice, "_time", fake_time)
     default = SpladeEncoder(export_dir, device="cpu").placement.precision
-    assert default == ("fp32-native" if unavailable() is None else "fp32-screened")
+    if unavailable() is None:
+        assert default == "fp32-native" and timed == []
+    elif machine.has_vnni():
+        assert default == "fp32-screened" and timed == []
+    else:
+        assert default == "fp32" and sorted(timed) == ["fp32", "fp32-screened"]
     reason = "this CPU has no AVX-512 VNNI"  # what a CPU without the instructions says
-    monkeypatch.setitem(session_mod._RUNS_HERE, "fp32-native", lambda: reason)
-    assert SpladeEncoder(export_dir, device="cpu").placement.precision == "fp32-screened"
-    with pytest.raises(DeviceError, match=f"variant 'fp32-native' can't run here: {reason}"):
+    monkeypatch.setattr(session_mod, "native_unavailable", lambda: reason)
+    monkeypatch.setattr(machine, "machine_info", lambda: {"cpu": "test cpu", "isa": ["avx2"]})
+    timed.clear()
+    assert SpladeEncoder(export_dir, device="cpu").placement.precision == "fp32"
+    assert sorted(timed) == ["fp32", "fp32-screened"]
+    assert SpladeEncoder(export_dir, device="cpu").placement.precision == "fp32"
+    assert len(timed) == 2 and cpu_choice.cache_file().is_file()  # cached: no new timing
+    monkeypatch.setattr(machine, "machine_info", lambda: {"cpu": "test cpu", "isa": ["avx2", "avx512_vnni"]})
+    assert SpladeEncoder(export_dir, device="cpu").placement.precision == "fp32-screened"  # VNNI: no timing
+    assert len(timed) == 2
+    with pytest.raises(DeviceError, match=f"variant 'fp32-native' can't run here: {reason}; "
+                                          "variant='fp32-screened' gives the same vectors"):
         SpladeEncoder(export_dir, device="cpu", variant="fp32-native")
 
 

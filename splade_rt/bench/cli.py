@@ -3,6 +3,10 @@
     splade-bench EXPORT_DIR [--texts FILE | --dataset BEIR_DIR] [--device cpu] [--batch-size 32 128]
                  [--variant ...] [--compare] [--json OUT]
 
+Without --texts or --dataset it times the texts of the README's figures (SciFact and Vaswani) when
+SPLADE_SHARED names the shared data folder, else the bundled parity passages (and says that those
+are not comparable).
+
 Each configuration runs in its own process (bench.worker), so its cold start and peak memory are its
 own; the numbers are those of `python -m benchmarks.run` in the repository, which uses the same code.
 """
@@ -10,19 +14,65 @@ own; the numbers are those of `python -m benchmarks.run` in the repository, whic
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
+import re
 import sys
 from datetime import date
 from pathlib import Path
 
-from ..errors import SpladeError
+from ..cli_support import (
+    add_verbose,
+    device_arg,
+    device_help,
+    non_negative_float,
+    output_file,
+    run,
+    variant_choices,
+    variant_help,
+)
+from ..errors import DeviceError, SpladeError
 from ..validation import positive_int_arg
 from .measure import compare_rows, machine_info
 from .runner import run_worker
 
+PROG = "splade-bench"
+# the collections whose texts the README's figures time (benchmarks.run: half the passages from each)
+FIGURE_COLLECTIONS = ("scifact", "vaswani")
+QUERIES = 200
 
-def load_texts(texts_file: Path | None, dataset: Path | None, limit: int) -> tuple[list[str], list[str]]:
-    """(passages, queries): a file of one passage per line, a BEIR dataset, or the bundled real texts."""
+
+def shared_dir() -> Path | None:
+    """The shared data folder named by SPLADE_SHARED (models/, data/<BEIR collection>/), if set."""
+    value = os.environ.get("SPLADE_SHARED")
+    return Path(value).expanduser() if value else None
+
+
+def figure_collections(shared: Path) -> list[Path]:
+    """The collections of the README's figures that the shared folder holds."""
+    folders = [shared / "data" / name for name in FIGURE_COLLECTIONS]
+    return [folder for folder in folders if (folder / "corpus.jsonl").is_file()]
+
+
+def figure_texts(shared: Path, limit: int, queries: int = QUERIES) -> tuple[list[str], list[str]]:
+    """(passages, queries) as the README's figures time them: the first passages and queries of each
+    shared collection found, in equal parts; ([], []) when none is there."""
+    from ..evaluation.dataset import read_records
+
+    found = figure_collections(shared)
+    passages: list[str] = []
+    texts: list[str] = []
+    for i, folder in enumerate(found):
+        share = -(-(limit - len(passages)) // (len(found) - i))  # what is left, in equal parts (rounded up)
+        passages += read_records(folder / "corpus.jsonl", with_title=True, limit=share).values()
+        texts += read_records(folder / "queries.jsonl", with_title=False, limit=queries // len(found)).values()
+    return passages[:limit], texts
+
+
+def load_texts(texts_file: Path | None, dataset: Path | None, limit: int) -> tuple[list[str], list[str], str]:
+    """(passages, queries, what they are): a file of one passage per line, a BEIR dataset, the shared
+    collections of the README's figures (SPLADE_SHARED), else the bundled parity passages."""
     if texts_file is not None:
         try:
             lines = [t for t in texts_file.read_text(encoding="utf-8").splitlines() if t.strip()]
@@ -30,7 +80,7 @@ def load_texts(texts_file: Path | None, dataset: Path | None, limit: int) -> tup
             raise SpladeError(f"{texts_file}: cannot read it as UTF-8 text ({e})") from None
         if not lines:
             raise SpladeError(f"{texts_file}: no text in it (one passage per line)")
-        return lines[:limit], [" ".join(t.split()[:8]) for t in lines[:200]]
+        return lines[:limit], [" ".join(t.split()[:8]) for t in lines[:QUERIES]], f"passages from {texts_file}"
     if dataset is not None:
         from ..evaluation.dataset import read_records
 
@@ -38,10 +88,22 @@ def load_texts(texts_file: Path | None, dataset: Path | None, limit: int) -> tup
             if not (dataset / name).is_file():
                 raise SpladeError(f"{dataset / name}: missing (--dataset takes a BEIR directory)")
         return (list(read_records(dataset / "corpus.jsonl", with_title=True, limit=limit).values()),
-                list(read_records(dataset / "queries.jsonl", with_title=False, limit=200).values()))
-    from ..export.texts import PASSAGES, QUERIES
+                list(read_records(dataset / "queries.jsonl", with_title=False, limit=QUERIES).values()),
+                f"passages from {dataset}")
+    shared = shared_dir()
+    if shared is not None:
+        passages, queries = figure_texts(shared, limit)
+        if passages:
+            names = " and ".join(folder.name for folder in figure_collections(shared))
+            return passages, queries, f"{names} from SPLADE_SHARED={shared}, as the README's figures"
+    from ..export import texts
 
-    return (PASSAGES * (limit // len(PASSAGES) + 1))[:limit], (QUERIES * 25)[:200]
+    where = (f"SPLADE_SHARED={shared} has no {' or '.join(FIGURE_COLLECTIONS)}" if shared
+             else "SPLADE_SHARED is not set")
+    parity = texts.PASSAGES
+    return ((parity * (limit // len(parity) + 1))[:limit], (texts.QUERIES * 25)[:QUERIES],
+            f"the {len(parity)} bundled parity passages, repeated: not comparable with the README's figures "
+            f"({where}; pass --dataset BEIR_DIR or set SPLADE_SHARED to the shared data folder)")
 
 
 def reference_spec(export_dir: Path, device: str) -> dict:
@@ -64,42 +126,65 @@ def reference_spec(export_dir: Path, device: str) -> dict:
             "label": f"sentence-transformers torch fp32 {device}"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="splade-bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("export_dir", type=Path)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("export_dir", type=Path, help="a directory written by splade-export")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--texts", type=Path, help="passages, one per line (default: bundled real passages)")
+    source.add_argument("--texts", type=Path, help="passages, one per line")
     source.add_argument("--dataset", type=Path, help="a BEIR directory: its corpus and queries")
     p.add_argument("--limit", type=positive_int_arg, default=512, help="passages to time (default 512)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | tensorrt[:N] (default cpu)")
-    p.add_argument("--variant", help="graph to run (default: the device's best, as SpladeEncoder picks)")
+    p.add_argument("--device", default="cpu", type=device_arg, help=device_help(default="cpu"))
+    p.add_argument("--variant", choices=variant_choices(), metavar="VARIANT", help=variant_help())
     p.add_argument("--batch-size", type=positive_int_arg, nargs="+", default=[32, 128])
     p.add_argument("--threads", type=positive_int_arg, help="CPU intra-op threads (default: all cores)")
-    p.add_argument("--min-seconds", type=float, default=3.0, help="time passes for at least this long per batch size")
+    p.add_argument("--min-seconds", type=non_negative_float, default=3.0,
+                   help="time passes for at least this long per batch size (default 3)")
     p.add_argument("--compare", action="store_true", help="also run sentence-transformers torch on the source model")
-    p.add_argument("--json", type=Path, help="write the report here")
-    args = p.parse_args(argv)
-    try:
-        report = benchmark(args)
-    except SpladeError as e:
-        print(f"splade-bench: error: {e}", file=sys.stderr)
-        return 2
+    p.add_argument("--json", type=output_file, help="write the report here")
+    add_verbose(p)
+    return p
+
+
+def check_device(device: str) -> None:
+    """A GPU device whose provider this onnxruntime lacks is an error here, before any worker starts.
+    Without opening a session: a CUDA context in this process would count in the worker's GPU memory."""
+    import onnxruntime as ort
+
+    from ..runtime.providers import PROVIDERS, parse_device
+
+    kind, _ = parse_device(device)
+    spec = PROVIDERS.get(kind)
+    available = ort.get_available_providers()
+    if spec is not None and spec.provider not in available:
+        raise DeviceError(f"device={device!r} but the installed onnxruntime has no {spec.label} execution provider "
+                          f"(it has: {', '.join(available)}); install {spec.install}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_device(args.device)
+    if args.compare and importlib.util.find_spec("sentence_transformers") is None:
+        raise SpladeError("--compare needs sentence-transformers: pip install 'splade-rt[bench]'")
+    report = benchmark(args)
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if all("error" not in r for r in report["results"].values()) else 1
+    failed = [entry for entry in report["results"].values() if "error" in entry]
+    for entry in failed:
+        print(f"{PROG}: error: {entry['label']}: {entry['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser(), _run, argv)
 
 
 def benchmark(args: argparse.Namespace) -> dict:
-    import os
-
     from ..runtime.cli import load_encoder
 
     # vets the export and counts tokens, on the CPU: the graph asked for, so that an export carrying only
     # its GPU graph can be measured on the GPU
-    encoder = load_encoder("splade-bench", args.export_dir, device="cpu", variant=args.variant)
-    passages, queries = load_texts(args.texts, args.dataset, args.limit)
+    encoder = load_encoder(PROG, args.export_dir, device="cpu", variant=args.variant)
+    passages, queries, what = load_texts(args.texts, args.dataset, args.limit)
     threads = args.threads or len(os.sched_getaffinity(0))
     common = {"threads": threads, "passages": passages, "queries": queries, "batch_sizes": args.batch_size,
               "passage_tokens": sum(len(ids) for ids in encoder.tokenize(passages)), "min_seconds": args.min_seconds,
@@ -110,8 +195,11 @@ def benchmark(args: argparse.Namespace) -> dict:
         configs["sentence-transformers"] = reference_spec(args.export_dir, args.device)
     results = {}
     for name, spec in configs.items():
-        print(f"splade-bench: measuring {spec['label']} ...", file=sys.stderr, flush=True)
-        results[name] = {"label": spec["label"], **run_worker({**common, **spec}, timeout=3600)}
+        print(f"{PROG}: measuring {spec['label']} ...", file=sys.stderr, flush=True)
+        result = run_worker({**common, **spec}, timeout=3600)
+        if "error" in result:  # the worker's last line: a SpladeError's message without its class path
+            result["error"] = re.sub(r"^splade_rt\.errors\.\w+: ", "", result["error"])
+        results[name] = {"label": spec["label"], **result}
     reference = results.get("sentence-transformers", {})
     for entry in results.values():
         if "vectors" in reference and "vectors" in entry:
@@ -123,8 +211,9 @@ def benchmark(args: argparse.Namespace) -> dict:
     for entry in results.values():
         entry.pop("vectors", None)
     return {"date": date.today().isoformat(), "machine": machine_info(), "threads": threads,
-            "passages": len(passages), "queries": len(queries), "mean_passage_tokens": common["passage_tokens"]
-            / len(passages), "batch_sizes": args.batch_size, "results": results}
+            "passages": len(passages), "texts": what, "queries": len(queries),
+            "mean_passage_tokens": common["passage_tokens"] / len(passages), "batch_sizes": args.batch_size,
+            "results": results}
 
 
 def table(report: dict) -> str:
@@ -132,9 +221,10 @@ def table(report: dict) -> str:
     lines = [f"# {m['cpu']}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'}), {report['threads']} threads; "
              f"{report['passages']} passages (mean {report['mean_passage_tokens']:.0f} tokens), "
              f"{report['queries']} queries"]
+    if "texts" in report:
+        lines.append(f"# texts: {report['texts']}")
     for entry in report["results"].values():
-        if "error" in entry:
-            lines.append(f"{entry['label']}: failed: {entry['error']}")
+        if "error" in entry:  # said on stderr as an error line (main)
             continue
         where = f" [{entry['provider']}, {entry['graph']}]" if "provider" in entry else ""
         lines.append(f"{entry['label']}{where}")

@@ -5,45 +5,14 @@ No dependency beyond numpy, so a plain `pip install splade-rt` can measure itsel
 
 from __future__ import annotations
 
-import os
-import platform
-import resource
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-# the vector extensions the int8 kernels use, in the order of what they add
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
-
-
-def machine_info() -> dict[str, Any]:
-    """The CPU (model, cores, int8-relevant extensions) and Python, for a result file: a throughput
-    number means little without them (the int8 screen is fast only with VNNI)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            info = f.read().splitlines()
-    except OSError:
-        info = []
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
-               platform.processor() or "unknown")
-    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": [f for f in ISA_FLAGS if f in flags],
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def peak_rss_mib() -> float:
-    """VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would inherit the peak of
-    the (big) parent it was forked from."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+# the machine and memory readers live in splade_rt.machine (the runtime reads them too); here for the callers
+from ..machine import ISA_FLAGS, machine_info, peak_rss_mib, rss_mib  # noqa: F401
 
 
 def query_latencies(encode: Callable[[list[str], int], Any], queries: Sequence[str]) -> dict[str, float]:
@@ -56,6 +25,18 @@ def query_latencies(encode: Callable[[list[str], int], Any], queries: Sequence[s
         seconds.append(time.perf_counter() - start)
     return {"query_p50_ms": float(np.percentile(seconds, 50) * 1000),
             "query_p99_ms": float(np.percentile(seconds, 99) * 1000)}
+
+
+def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
+    """Median milliseconds of `runs` calls of fn, after `warmup` untimed ones (one fixed shape, seen)."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds) * 1000)
 
 
 def throughput(encode: Callable[[list[str], int], Any], passages: list[str], batch_size: int, tokens: int | None,
@@ -75,23 +56,6 @@ def throughput(encode: Callable[[list[str], int], Any], passages: list[str], bat
     if tokens is not None:
         numbers[f"tokens_per_s_b{batch_size}"] = tokens / seconds
     return numbers, out
-
-
-def gpu_memory_mib() -> float | None:
-    """This process's GPU memory as the driver reports it (nvidia-smi), None where there is none."""
-    import shutil
-    import subprocess
-
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    used = [float(m) for pid, m in (line.split(",") for line in out.splitlines() if "," in line)
-            if int(pid) == os.getpid()]
-    return sum(used) if used else 0.0
 
 
 def compare_rows(reference: list[dict], rows: list[dict], k: int = 64) -> dict:

@@ -2,7 +2,8 @@
 
 Run as `python -m splade_rt.bench.worker SPEC.json OUT.json` (by bench.runner). Cold start is
 counted from the moment the parent spawned the process (`spawned_at` in the spec): interpreter,
-imports, load and first encode, as a user sees it.
+imports, load and first encode, as a user sees it. On a GPU, the process's peak GPU memory over
+the whole run is sampled (bench.gpu), and both sides are synchronized before a pass's clock stops.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from .measure import gpu_memory_mib, peak_rss_mib, query_latencies, throughput
+from ..machine import peak_rss_mib
+from .measure import query_latencies, throughput
 
 
 def torch_device(device: str, cuda_available: bool) -> str:
     """Where torch runs for splade-rt's device name, so that a comparison runs on the same device: the
     provider row's memory (TensorRT's GPU is a CUDA device to torch); "auto" picks CUDA where torch
     sees one."""
-    from ..runtime.session import PROVIDERS, parse_device
+    from ..runtime.providers import PROVIDERS, parse_device
 
     kind, index = parse_device(device)
     if kind == "auto":
@@ -32,7 +34,8 @@ def torch_device(device: str, cuda_available: bool) -> str:
 
 class SentenceTransformersEncoder:
     """sentence-transformers' SparseEncoder: from its own directory (st_dir) or, for a plain
-    transformers directory, built from the fill-mask Transformer and SpladePooling (mlm_dir)."""
+    transformers directory, built from the fill-mask Transformer and SpladePooling (mlm_dir); in the
+    spec's dtype ("fp16" or "bf16", its recommended GPU settings; fp32 by default)."""
 
     def __init__(self, spec: dict) -> None:
         import torch
@@ -51,13 +54,18 @@ class SentenceTransformersEncoder:
             modules = [Transformer(spec["mlm_dir"], transformer_task="fill-mask"),
                        SpladePooling(pooling_strategy="max", activation_function=spec.get("activation", "relu"))]
             self.model = SparseEncoder(modules=modules, device=device, **kwargs)
-        if spec.get("fp16"):
-            self.model.half()
+        dtype = spec.get("dtype") or ("fp16" if spec.get("fp16") else None)
+        if dtype:
+            self.model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
+        self.sync = torch.cuda.synchronize if device.startswith("cuda") else None
         if spec.get("max_length"):
             self.model.max_seq_length = spec["max_length"]
 
     def encode(self, texts: list[str], batch_size: int):
-        return self.model.encode_document(texts, batch_size=batch_size, convert_to_tensor=True)
+        out = self.model.encode_document(texts, batch_size=batch_size, convert_to_tensor=True)
+        if self.sync:
+            self.sync()
+        return out
 
     def rows(self, result, n: int) -> list[dict[int, float]]:
         dense = result.to_dense()[:n].float().cpu().numpy()
@@ -73,6 +81,7 @@ class SpladeRtEncoder:
         for key in ("max_length", "max_batch_tokens"):
             if spec.get(key):
                 kwargs[key] = spec[key]
+        kwargs.update(spec.get("options", {}))  # any other SpladeEncoder keyword (max_batch, io_binding, ...)
         self.model = SpladeEncoder(spec["export_dir"], device=spec.get("device", "cpu"), **kwargs)
         self.provider = self.model.provider
         self.graph = self.model.placement.file
@@ -85,7 +94,15 @@ class SpladeRtEncoder:
 
 
 def measure(spec: dict) -> dict[str, Any]:
+    """Cold start, query latency at batch 1 (queries_again: then over the same queries again, every
+    length seen), passages/s per batch size, the first check_rows vectors, peak RSS and GPU memory."""
     spawned = spec.get("spawned_at", time.time())
+    sampler = None
+    if spec.get("device", "cpu") != "cpu":
+        from ..runtime.providers import parse_device
+        from .gpu import MemorySampler
+
+        sampler = MemorySampler(True, parse_device(spec["device"])[1])
     enc = (SentenceTransformersEncoder if spec["kind"] == "st" else SpladeRtEncoder)(spec)
     loaded = time.time()
     passages, queries = spec["passages"], spec["queries"]
@@ -102,6 +119,8 @@ def measure(spec: dict) -> dict[str, Any]:
         result["peak_rss_mib"] = peak_rss_mib()
         return result
     result.update(query_latencies(enc.encode, queries))
+    if spec.get("queries_again"):  # a shape's first run apart: on a GPU it may plan each new shape
+        result.update({f"{key}_seen": ms for key, ms in query_latencies(enc.encode, queries).items()})
     out = None
     for batch_size in spec["batch_sizes"]:
         numbers, out = throughput(enc.encode, passages, batch_size, spec["passage_tokens"],
@@ -109,9 +128,8 @@ def measure(spec: dict) -> dict[str, Any]:
         result.update(numbers)
     result["vectors"] = enc.rows(out, spec["check_rows"])
     result["peak_rss_mib"] = peak_rss_mib()
-    gpu = gpu_memory_mib() if spec.get("device", "cpu") != "cpu" else None
-    if gpu is not None:
-        result["gpu_memory_mib"] = gpu
+    if sampler is not None:
+        result["gpu_memory_mib"], result["gpu_memory_source"] = sampler.stop(), sampler.source
     return result
 
 

@@ -16,17 +16,19 @@ from typing import Any
 
 from ..errors import CorpusError
 from ..manifest import read_manifest
+from ..runtime.providers import parse_device
 from ..validation import positive_int
+from .formats import ANSERINI_FACTOR, OUTPUT_FORMATS, file_formats, sinks_for
+from .hints import on_command_line, option
 from .plan import Plan, vet
 from .readers import Fields, InputFile, resolve_inputs
 from .shards import OutputDir
-from .writers import ANSERINI_FACTOR, QdrantSink, ShardWriter, suffix_of, token_table
+from .writers import ShardWriter
 
 logger = logging.getLogger("splade_rt")
 
 STATE_VERSION = 1
 ENGINES = ("local", "ray")
-FORMATS = ("parquet", "anserini")
 ON_ERROR = ("stop", "skip")
 
 
@@ -55,35 +57,39 @@ class CorpusOptions:
     shard_size: int = 10_000
     force: bool = False
     progress: bool = True
+    verbose: bool = False  # engine="ray": Ray's own log lines, its workers' output and its progress bars
 
     def check(self, export_max_length: int) -> None:
-        for name, value, allowed in (("engine", self.engine, ENGINES), ("format", self.format, FORMATS),
+        for name, value, allowed in (("engine", self.engine, ENGINES), ("format", self.format, file_formats()),
                                      ("on_error", self.on_error, ON_ERROR)):
             if value not in allowed:
-                raise ValueError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
+                raise ValueError(f"{option(name, value)}: expected one of {', '.join(allowed)}")
+        parse_device(self.device)  # a bad device is reported before the corpus is read
         for name in ("batch_size", "shard_size", "workers", "top_k"):
             value = getattr(self, name)
             if value is not None:
-                positive_int(value, name)
+                positive_int(value, option(name))
         for name in ("cpus_per_worker", "gpus_per_worker", "quantization_factor"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, not {value!r}")
+                raise ValueError(f"{option(name)} must be positive, not {value!r}")
         if self.max_length is not None and not 2 <= self.max_length <= export_max_length:
-            raise ValueError(f"max_length {self.max_length}: must be between 2 and the export's {export_max_length}")
+            raise ValueError(f"{option('max_length', self.max_length)}: must be between 2 and the export's "
+                             f"{export_max_length}")
         if (self.qdrant is None) != (self.collection is None):
-            raise ValueError("qdrant and collection go together: --qdrant PATH_OR_URL --collection NAME")
+            raise ValueError(f"{option('qdrant')} and {option('collection')} go together: "
+                             f"{option('qdrant', 'PATH_OR_URL')} {option('collection', 'NAME')}")
         if self.ray_address is not None and self.engine != "ray":
-            raise ValueError("ray_address is for engine='ray' (--engine ray)")
+            raise ValueError(f"{option('ray_address')} is for {option('engine', 'ray')}")
 
     def config(self) -> dict[str, Any]:
-        """The options that change the output: a rerun must use the same ones to resume."""
-        keys = ("device", "max_length", "top_k", "threshold", "format", "qdrant", "collection", "id_field",
-                "text_field", "title_field", "on_error", "shard_size")
-        config = {key: getattr(self, key) for key in keys}
-        if self.format == "anserini":
-            config["quantization_factor"] = self.quantization_factor
-        return config
+        """The options that change the output: a rerun must use the same ones to resume. The format's
+        and the sinks' own options come from their rows."""
+        keys = ["device", "max_length", "top_k", "threshold", "format", "id_field", "text_field", "title_field",
+                "on_error", "shard_size"]
+        for row in (OUTPUT_FORMATS[self.format], *sinks_for(self)):
+            keys += row.options
+        return {key: getattr(self, key) for key in keys}
 
 
 @dataclass
@@ -96,6 +102,7 @@ class CorpusSummary:
     shards: int
     seconds: float
     skipped: dict[str, int] = field(default_factory=dict)
+    empty: int = 0  # documents with an empty text: in the output, with no terms (the rule of SpladeEncoder.encode)
 
     @property
     def documents_per_s(self) -> float:
@@ -103,7 +110,8 @@ class CorpusSummary:
 
     def line(self) -> str:
         skipped = sum(self.skipped.values())
-        extra = f", {skipped} bad rows skipped ({_counts(self.skipped)})" if skipped else ""
+        extra = f", {self.empty} empty (no terms)" if self.empty else ""
+        extra += f", {skipped} bad rows skipped ({_counts(self.skipped)})" if skipped else ""
         shards = f"{self.shards} shard" + ("s" if self.shards != 1 else "")
         return (f"{self.documents} documents in {shards} -> {self.output} ({self.encoded} encoded in "
                 f"{self.seconds:.1f} s, {self.documents_per_s:.1f} documents/s{extra})")
@@ -112,13 +120,21 @@ class CorpusSummary:
 def encode_corpus(export_dir: str | Path, input: str | Path, output_dir: str | Path, **options: Any) -> CorpusSummary:
     """Encode a corpus (a BEIR corpus.jsonl, JSONL, CSV or Parquet; a file or a directory) into sparse
     vectors, sharded, resumable and exactly-once; keyword options as `CorpusOptions`. Returns what
-    was done; raises CorpusError (bad input, a different earlier run in output_dir) or ValueError."""
+    was done; raises CorpusError (bad input, a different earlier run in output_dir) or ValueError.
+
+    output_dir ends up holding only the shards (part-00000.parquet, ...), so it opens as it is with
+    pyarrow.dataset.dataset, pandas.read_parquet, DuckDB, Spark or Anserini; the run record that
+    makes reruns resume is the hidden file beside it (.NAME.splade-corpus.json, shards.py). A
+    document with an empty text is kept, with no terms, and counted in the summary."""
     opts = CorpusOptions(**options)
     manifest = read_manifest(export_dir)
     opts.check(manifest.tokenizer.max_length)
+    outputs = [OUTPUT_FORMATS[opts.format], *sinks_for(opts)]
+    for row in outputs:
+        row.check_installed()
     files = resolve_inputs(input)
     record = _record(manifest, files, opts)
-    out = OutputDir(output_dir, suffix_of(opts.format))
+    out = OutputDir(output_dir, outputs[0].suffix)
     previous = out.check(record, opts.force)
     engine = _engine(opts.engine)
 
@@ -126,30 +142,29 @@ def encode_corpus(export_dir: str | Path, input: str | Path, output_dir: str | P
     plan = vet(files, Fields(opts.id_field, opts.text_field, opts.title_field or None), opts.on_error)
     shards = plan.shard_count(opts.shard_size)
     state = {"format_version": STATE_VERSION, **record, "status": "running", "documents": plan.total,
-             "shards": shards, "skipped": plan.skipped, "skipped_examples": plan.examples,
+             "shards": shards, "empty_documents": plan.empty, "skipped": plan.skipped,
+             "skipped_examples": plan.examples,
              "options": {**asdict(opts), "export_dir": str(Path(export_dir).resolve())},
              "runs": (previous or {}).get("runs", [])}
-    qdrant = QdrantSink(opts.qdrant, opts.collection) if opts.qdrant else None
+    writer = _writer(out, outputs, export_dir, opts)
     try:
         out.start(state, fresh=previous is None)
         done = out.complete(shards)
         pending = [s for s in range(shards) if s not in done]
-        writer = ShardWriter(out, opts.format, tokens=token_table(export_dir) if opts.format == "anserini" else None,
-                             factor=opts.quantization_factor, qdrant=qdrant)
         vetted = time.perf_counter()
         encoded = _encode(engine, export_dir, plan, pending, opts, writer)
         seconds = time.perf_counter() - vetted
     finally:
-        if qdrant is not None:
-            qdrant.close()
-    summary = CorpusSummary(out.path, plan.total, encoded, shards, seconds, dict(plan.skipped))
+        writer.close()
+    summary = CorpusSummary(out.path, plan.total, encoded, shards, seconds, dict(plan.skipped), plan.empty)
     state["status"] = "complete"
     state["runs"].append({"engine": opts.engine, "workers": opts.workers, "device": opts.device,
                           "documents": encoded, "shards": len(pending), "vet_seconds": round(vetted - began, 3),
                           "seconds": round(seconds, 3), "documents_per_s": round(summary.documents_per_s, 2),
                           "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     out.save(state)
-    logger.info("splade-encode-corpus: %s", summary.line())
+    if not on_command_line():  # the command prints this line itself
+        logger.info("splade-encode-corpus: %s", summary.line())
     return summary
 
 
@@ -160,6 +175,20 @@ def _record(manifest, files: list[InputFile], opts: CorpusOptions) -> dict[str, 
                        "files": {name: entry.sha256 for name, entry in sorted(manifest.files.items())}},
             "input": [{"path": f.path, "format": f.format, "bytes": f.bytes} for f in files],
             "config": opts.config()}
+
+
+def _writer(out: OutputDir, outputs: list, export_dir: str | Path, opts: CorpusOptions) -> ShardWriter:
+    """The run's writers, from the format's row and the sinks' rows; a sink that fails to open
+    (Qdrant unreachable) closes the ones already open."""
+    opened = []
+    try:
+        for row in outputs:
+            opened.append(row.open(Path(export_dir), opts))
+    except BaseException:
+        for writer in opened:
+            writer.close()
+        raise
+    return ShardWriter(out, opened[0], keeps_text=any(row.keeps_text for row in outputs), sinks=opened[1:])
 
 
 def _encode(engine, export_dir: str | Path, plan: Plan, pending: list[int], opts: CorpusOptions,
@@ -185,8 +214,8 @@ def _engine(name: str):
     try:
         from .ray_engine import run_ray
     except ImportError as e:
-        raise CorpusError(f"--engine ray needs Ray Data and pyarrow: pip install 'splade-rt[distributed]' ({e})") \
-            from None
+        raise CorpusError(f"{option('engine', 'ray')} needs Ray Data and pyarrow: pip install "
+                          f"'splade-rt[distributed]' ({e})") from None
     return run_ray
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from ..errors import SpladeError
-from .api import ENGINES, FORMATS, ON_ERROR, CorpusOptions, encode_corpus
-from .writers import ANSERINI_FACTOR
+from ..cli_support import add_verbose, device_arg, device_help, run
+from .api import ENGINES, ON_ERROR, CorpusOptions, encode_corpus
+from .formats import ANSERINI_FACTOR, OUTPUT_FORMATS, file_formats, format_help
+from .hints import command_line
 
 PROG = "splade-encode-corpus"
 
@@ -27,23 +27,23 @@ def parser() -> argparse.ArgumentParser:
                    help="with --engine ray: 'auto' or an address joins a cluster; none starts a local Ray")
     g.add_argument("--workers", type=int, default=None,
                    help="local: CPU batches in flight (default 2); ray: encoder actors (default one per CPU, "
-                        "or one per GPU with --device cuda)")
+                        "or one per GPU on a GPU device)")
     g.add_argument("--cpus-per-worker", type=float, default=None,
                    help="ray: CPUs each actor asks for, and its threads (default: the share that leaves room "
                         "for the read and write tasks, at most 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=d.gpus_per_worker, help="ray with --device cuda")
-    g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N (default: auto)")
+    g.add_argument("--gpus-per-worker", type=float, default=d.gpus_per_worker,
+                   help="ray, on a GPU device: GPUs each actor asks for (default 1)")
+    g.add_argument("--device", default=d.device, type=device_arg, help=device_help(d.device))
     e = p.add_argument_group("encoding")
     e.add_argument("--batch-size", type=int, default=d.batch_size)
     e.add_argument("--max-length", type=int, default=None, help="truncate below the export's max length")
     e.add_argument("--top-k", type=int, default=None, help="keep each document's k largest weights")
     e.add_argument("--threshold", type=float, default=None, help="drop weights at or below this")
     o = p.add_argument_group("output")
-    o.add_argument("--format", choices=FORMATS, default=d.format,
-                   help="parquet: id, indices, values per shard (default); anserini: JsonVectorCollection")
+    o.add_argument("--format", choices=file_formats(), default=d.format, help=format_help())
     o.add_argument("--quantization-factor", type=float, default=ANSERINI_FACTOR,
                    help=f"anserini: impact = round(weight x this) (default {ANSERINI_FACTOR}, the SPLADE recipes')")
-    o.add_argument("--qdrant", default=None, help="also upsert into Qdrant: a URL, or a path (embedded local mode)")
+    o.add_argument("--qdrant", default=None, help=OUTPUT_FORMATS["qdrant"].help)
     o.add_argument("--collection", default=None, help="the Qdrant collection (created if missing)")
     o.add_argument("--shard-size", type=int, default=d.shard_size, help="documents per shard file")
     o.add_argument("--force", action="store_true", help="start over instead of resuming")
@@ -54,23 +54,21 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--on-error", choices=ON_ERROR, default=d.on_error,
                    help="stop: first bad row stops the run, naming file and line (default); skip: skip and count")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_verbose(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    options = {k: v for k, v in vars(args).items() if k not in ("export_dir", "input", "output", "no_progress")}
-    try:
+def encode(args: argparse.Namespace) -> int:
+    skip = ("export_dir", "input", "output", "no_progress")
+    options = {k: v for k, v in vars(args).items() if k not in skip}
+    with command_line():  # error hints name flags (--on-error skip), not keyword arguments
         summary = encode_corpus(args.export_dir, args.input, args.output, progress=not args.no_progress, **options)
-    except (SpladeError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
     print(f"{PROG}: {summary.line()}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser(), encode, argv, interrupted="rerun the same command to resume")
 
 
 if __name__ == "__main__":

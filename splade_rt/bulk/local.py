@@ -8,15 +8,13 @@ progress bar moves and memory holds one chunk of vectors, however large the shar
 
 from __future__ import annotations
 
-import logging
 from itertools import groupby, islice
 from pathlib import Path
 from typing import Any
 
+from ..progress import progress_bar
 from .plan import Plan, rows_of
 from .writers import Batch, ShardWriter
-
-logger = logging.getLogger("splade_rt")
 
 CHUNK = 1024  # documents per encode call
 
@@ -29,7 +27,7 @@ def run_local(export_dir: str | Path, plan: Plan, shards: list[int], options: An
                             max_length=options.max_length)
     size = options.shard_size
     total = sum(plan.shard_rows(s, size) for s in shards)
-    bar = progress_bar(total, options.progress, f"encoding on {encoder.device}")
+    bar = progress_bar(total, options.progress, f"encoding on {encoder.device}", "doc", smoothing=0.1)
     done = 0
     try:
         for shard, rows in groupby(rows_of(plan, shards, size), key=lambda row: row[0] // size):
@@ -47,15 +45,3 @@ def run_local(export_dir: str | Path, plan: Plan, shards: list[int], options: An
         if bar is not None:
             bar.close()
     return done
-
-
-def progress_bar(total: int, enabled: bool, description: str):
-    """A tqdm bar counting documents (its rate is documents/s), or None when off or tqdm is missing."""
-    if not enabled or total == 0:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        logger.warning("splade-encode-corpus: no progress bar without tqdm (pip install tqdm)")
-        return None
-    return tqdm(total=total, unit="doc", desc=description, smoothing=0.1)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CorpusError
+from .hints import option
 from .readers import Fields, InputFile, read_rows
 
 _MASK = (1 << 64) - 1
@@ -38,6 +39,7 @@ class Plan:
     accepted: list[int]  # accepted rows per file
     duplicates: dict[int, frozenset[int]] = field(default_factory=dict)  # file -> row numbers skipped as such
     skipped: dict[str, int] = field(default_factory=dict)  # problem kind -> rows skipped
+    empty: int = 0  # accepted rows with an empty text (encoded with no terms, as SpladeEncoder.encode does)
     examples: dict[str, str] = field(default_factory=dict)  # problem kind -> the first one, with its place
 
     @property
@@ -88,6 +90,7 @@ def vet(files: list[InputFile], fields: Fields, on_error: str = "stop") -> Plan:
                 if row.problem is not None:
                     _reject(plan, source, row.number, row.problem, on_error)
                     continue
+                plan.empty += not row.text
                 hashes.append(hash(row.id) & _MASK)
                 places.append(index << _ROW_BITS | row.number)
         plan.accepted.append(len(hashes) - plan.first[index])
@@ -98,7 +101,7 @@ def vet(files: list[InputFile], fields: Fields, on_error: str = "stop") -> Plan:
 def _reject(plan: Plan, source: InputFile, number: int, problem: tuple[str, str], on_error: str) -> None:
     kind, message = problem
     if on_error == "stop":
-        raise CorpusError(f"{source.at(number)}: {message} (--on-error skip skips such rows)")
+        raise CorpusError(f"{source.at(number)}: {message} ({option('on_error', 'skip')} skips such rows)")
     plan.skipped[kind] = plan.skipped.get(kind, 0) + 1
     plan.examples.setdefault(kind, f"{source.at(number)}: {message}")
 

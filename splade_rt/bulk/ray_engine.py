@@ -19,13 +19,26 @@ The pipeline is Ray Data's own streaming executor:
 
 CPU sizing is what keeps this from hanging on small machines: Ray schedules actors first, and two
 actors asking for 1 CPU each on a 2-CPU machine leave nothing for the read tasks, so the actors
-wait for input forever. `resources()` always leaves a reserve for the read and write tasks.
+wait for input forever. `resources()` always leaves a reserve for the read and write tasks. Which
+devices need a GPU is the provider table's to say (`ProviderSpec.uses_gpu`): CUDA and TensorRT
+actors each ask Ray for `gpus_per_worker` GPUs; "auto" and "cpu" ask for none.
+
+Ray is quiet unless options.verbose: no worker output forwarded to this terminal, its own loggers
+at ERROR, no execution plan, no progress bars (Ray Data's bars, one per operator, and where stdout
+is no terminal a multi-line progress report every few seconds). Its full logs stay in its session
+folder (/tmp/ray/session_*/logs). One line Ray's C++ core prints itself stays: "has constructor
+arguments in the object store and max_restarts > 0" (ray-project/ray#53727), for every Ray Data
+actor pool that restarts its actors, as this one must.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +49,8 @@ import ray
 from ray.data.datasource import FileBasedDatasource
 
 from ..errors import CorpusError
+from ..runtime.providers import PROVIDERS, parse_device
+from .hints import option
 from .local import CHUNK
 from .plan import Plan
 from .shards import OutputDir
@@ -57,19 +72,53 @@ def resources(total_cpus: float, workers: int, cpus_per_worker: float | None) ->
         if per_actor * workers > total_cpus - reserve + 1e-9:
             raise CorpusError(f"{workers} workers x {per_actor:g} CPUs leave under {reserve:g} of the cluster's "
                               f"{total_cpus:g} CPUs for reading and writing: the pipeline would hang; use fewer "
-                              "workers or --cpus-per-worker")
+                              f"{option('workers')} or less {option('cpus_per_worker')}")
     if per_actor <= 0:
         raise CorpusError(f"the Ray cluster has {total_cpus:g} CPUs: too few to run an encoder actor")
     return per_actor, reserve / 2
 
 
+def actor_device(device: str) -> tuple[str, bool]:
+    """(the device each encoder actor opens, whether it needs a GPU), from the provider table. Ray
+    hands each GPU actor its own GPUs through CUDA_VISIBLE_DEVICES, where they count from 0, so a
+    GPU device's index is dropped ("cuda:3" -> "cuda"); "auto" asks for no GPU."""
+    kind, _ = parse_device(device)
+    if kind != "auto" and PROVIDERS[kind].uses_gpu:
+        return kind, True
+    return device, False
+
+
 def default_workers(total_cpus: float, total_gpus: float, device: str) -> int:
-    """One actor per GPU on CUDA; otherwise one single-threaded actor per CPU (no thread wake-ups,
-    no contention between sessions). Their CPU requests come out just under 1 each so that the
-    reserve holds; the read and write tasks use little of it, so every core still encodes."""
-    if device.startswith("cuda"):
+    """One actor per GPU on a GPU device; otherwise one single-threaded actor per CPU (no thread
+    wake-ups, no contention between sessions). Their CPU requests come out just under 1 each so that
+    the reserve holds; the read and write tasks use little of it, so every core still encodes."""
+    if actor_device(device)[1]:
         return max(1, int(total_gpus))
     return max(1, int(total_cpus))
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """What the encoder actors ask Ray for, and what they open."""
+
+    workers: int
+    cpus: float  # per encoder actor
+    io_cpus: float  # per read or write task
+    gpus: float | None  # per encoder actor; None: the device needs no GPU
+    device: str  # what each actor opens
+
+
+def actor_plan(cluster: Mapping[str, float], options: Any) -> ActorPlan:
+    """The actors' resources on a cluster (ray.cluster_resources()) for the run's options; raises
+    CorpusError when the cluster can't hold them (too few CPUs for the reserve, too few GPUs)."""
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    device, needs_gpu = actor_device(options.device)
+    workers = options.workers or default_workers(cpus, gpus, options.device)
+    per_actor, io_cpus = resources(cpus, workers, options.cpus_per_worker)
+    if needs_gpu and gpus < workers * options.gpus_per_worker:
+        raise CorpusError(f"{workers} workers x {options.gpus_per_worker:g} GPUs on {options.device}: the Ray "
+                          f"cluster has {gpus:g} GPUs")
+    return ActorPlan(workers, per_actor, io_cpus, options.gpus_per_worker if needs_gpu else None, device)
 
 
 class CorpusDatasource(FileBasedDatasource):
@@ -146,14 +195,17 @@ def run_ray(export_dir: str | Path, plan: Plan, shards: list[int], options: Any,
     and shuts it down at the end."""
     started = not ray.is_initialized()
     if started:
-        ray.init(address=options.ray_address, include_dashboard=False)
+        quiet = not options.verbose
+        ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=not quiet,
+                 logging_level=logging.ERROR if quiet else logging.INFO)
     try:
         out: OutputDir = writer.out
         done = _done_positions(out.fragments, shards)
         todo = sum(plan.shard_rows(s, options.shard_size) for s in shards) - len(done)
         if todo:
             try:
-                _run_pipeline(export_dir, plan, shards, done, options, writer.keeps_text, out.fragments)
+                with _quiet_ray_data(not options.verbose, options.progress):
+                    _run_pipeline(export_dir, plan, shards, done, options, writer.keeps_text, out.fragments)
             except ray.exceptions.RayError as e:  # an actor or task failed for good: its cause, in one line
                 cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                 raise CorpusError(f"the Ray pipeline failed: {cause}; what was written is kept for the rerun") \
@@ -169,27 +221,41 @@ def run_ray(export_dir: str | Path, plan: Plan, shards: list[int], options: Any,
 
 def _run_pipeline(export_dir: str | Path, plan: Plan, shards: list[int], done: np.ndarray, options: Any,
                   keep_text: bool, fragments: Path) -> None:
-    cluster = ray.cluster_resources()
-    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    cuda = options.device.startswith("cuda")
-    workers = options.workers or default_workers(cpus, gpus, options.device)
-    per_actor, io_cpus = resources(cpus, workers, options.cpus_per_worker)
-    if cuda and gpus < workers * options.gpus_per_worker:
-        raise CorpusError(f"{workers} workers x {options.gpus_per_worker:g} GPUs: the Ray cluster has {gpus:g} GPUs")
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = options.progress
-    dataset = ray.data.read_datasource(CorpusDatasource(plan, options.shard_size, shards, done), num_cpus=io_cpus)
+    actors = actor_plan(ray.cluster_resources(), options)
+    dataset = ray.data.read_datasource(CorpusDatasource(plan, options.shard_size, shards, done),
+                                       num_cpus=actors.io_cpus)
     # no max_restarts here: actor pools default to restarting dead actors and retrying their batches
     dataset = dataset.map_batches(
         EncodeBatch, batch_size=options.batch_size * RAY_BATCH_FACTOR, batch_format="pyarrow",
         fn_constructor_kwargs={
-            "export_dir": str(Path(export_dir).resolve()), "device": "cuda" if cuda else options.device,
-            "threads": max(1, int(per_actor)), "max_length": options.max_length,
+            "export_dir": str(Path(export_dir).resolve()), "device": actors.device,
+            "threads": max(1, int(actors.cpus)), "max_length": options.max_length,
             "batch_size": options.batch_size, "top_k": options.top_k, "threshold": options.threshold,
             "keep_text": keep_text},
-        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=per_actor,
-        num_gpus=options.gpus_per_worker if cuda else None)
-    dataset.write_parquet(str(fragments), partition_cols=["shard"], ray_remote_args={"num_cpus": io_cpus})
+        compute=ray.data.ActorPoolStrategy(size=actors.workers), num_cpus=actors.cpus, num_gpus=actors.gpus)
+    dataset.write_parquet(str(fragments), partition_cols=["shard"], ray_remote_args={"num_cpus": actors.io_cpus})
+
+
+@contextmanager
+def _quiet_ray_data(quiet: bool, progress: bool) -> Iterator[None]:
+    """Ray Data's settings for one run, put back after it: with quiet, no progress bars and no
+    execution plan, and its console handler only shows errors; its log file keeps everything."""
+    context = ray.data.DataContext.get_current()
+    saved = (context.enable_progress_bars, context.enable_operator_progress_bars, context.print_on_execution_start)
+    console = [h for h in logging.getLogger("ray.data").handlers
+               if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in console]
+    context.enable_progress_bars = context.enable_operator_progress_bars = progress and not quiet
+    context.print_on_execution_start = not quiet
+    if quiet:
+        for handler in console:
+            handler.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        context.enable_progress_bars, context.enable_operator_progress_bars, context.print_on_execution_start = saved
+        for handler, level in zip(console, levels):
+            handler.setLevel(level)
 
 
 def _done_positions(fragments: Path, shards: list[int]) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import IO, Any, NamedTuple
 
 from ..errors import CorpusError
 from ..evaluation.dataset import document_text
+from .hints import option
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
            ".parquet": "parquet", ".pq": "parquet"}
@@ -47,7 +48,8 @@ class InputFile:
 
 
 class Row(NamedTuple):
-    """One input row: either id and text (title already joined), or the reason it can't be encoded."""
+    """One input row: either id and text (title already joined; "" for an empty document, which is
+    encoded with no terms), or the reason it can't be encoded."""
 
     number: int
     id: str | None
@@ -55,7 +57,7 @@ class Row(NamedTuple):
     problem: tuple[str, str] | None = None  # (kind, message), kind one of KINDS
 
 
-KINDS = ("not UTF-8", "malformed", "missing field", "empty text", "duplicate id")
+KINDS = ("not UTF-8", "malformed", "missing field", "duplicate id")
 
 
 def resolve_inputs(path: str | Path) -> list[InputFile]:
@@ -177,10 +179,10 @@ def _parquet_rows(source: InputFile, stream: IO[bytes], fields: Fields) -> Itera
 
 
 def _check_columns(source: InputFile, names: list[str], fields: Fields) -> None:
-    for option, name in (("--id-field", fields.id), ("--text-field", fields.text)):
+    for field, name in (("id_field", fields.id), ("text_field", fields.text)):
         if name not in names:
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-            raise CorpusError(f"{source.path}: no column {name!r} (columns: {shown}); name it with {option}")
+            raise CorpusError(f"{source.path}: no column {name!r} (columns: {shown}); name it with {option(field)}")
 
 
 def _row(number: int, record: Mapping[str, Any], fields: Fields) -> Row:
@@ -199,7 +201,4 @@ def _row(number: int, record: Mapping[str, Any], fields: Fields) -> Row:
     title = record.get(fields.title) if fields.title else None
     if title is not None and not isinstance(title, str):
         return Row(number, rid, None, ("malformed", f"title field {fields.title!r} is not a string (id {rid!r})"))
-    joined = document_text(title, text)
-    if not joined:
-        return Row(number, rid, None, ("empty text", f"empty text (id {rid!r})"))
-    return Row(number, rid, joined)
+    return Row(number, rid, document_text(title, text))

@@ -1,32 +1,32 @@
-"""What the indexes take: Parquet shards, Anserini JsonVectorCollection shards, Qdrant points.
+"""Where encoded rows go: shard files of the chosen format (formats.py), and sinks such as Qdrant.
 
 Both engines end in the same place: `ShardWriter.shard(k, rows)` opens shard k under a temporary
 name, takes the encoded rows in input order, and publishes the file only when exactly `rows` rows
-went in. Qdrant upserts happen inside that window, before the rename: a published shard means its
+went in. Sinks take each batch inside that window, before the rename: a published shard means its
 points are in Qdrant too, and a shard redone after a crash upserts the same point ids again, which
 Qdrant treats as an overwrite, not a duplicate.
+
+A format's writer is opened once per run and opens one file per shard (`open(path)` -> an object
+with `write(Batch)` and `close()`); a sink's writer takes batches itself (`write(Batch)`); both have
+`close()`, called once at the end of the run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import CorpusError
+from .hints import option
 from .shards import OutputDir
 
-# The naver/splade EncodeAnserini recipe, which wrote the pre-encoded corpora that Anserini's and
-# Pyserini's SPLADE regressions index: weight * 100, rounded to the nearest integer, terms that
-# round to 0 dropped. Lucene impact indexes store integer term frequencies, hence the rounding.
-ANSERINI_FACTOR = 100
 QDRANT_VECTOR = "splade"  # the sparse vector's name in the collection
 QDRANT_BATCH = 256  # points per upsert request
 _POINT_NAMESPACE = uuid.UUID("7b1b2c4e-5c1e-4b8a-9d0e-5b0a1f6c2d3e")  # point id = uuid5(namespace, doc id)
@@ -48,6 +48,27 @@ class Batch:
             yield rid, self.indices[lo:hi], self.values[lo:hi]
 
 
+class ShardFile(Protocol):
+    def write(self, batch: Batch) -> None: ...
+    def close(self) -> None: ...
+
+
+class FileWriter(Protocol):
+    """A format's writer for one run: opens one shard file at a time."""
+
+    def open(self, path: Path) -> ShardFile: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """A writer that takes every batch beside the shard files (Qdrant)."""
+
+    def write(self, batch: Batch) -> None: ...
+    def close(self) -> None: ...
+
+
+# -- Parquet ------------------------------------------------------------------------------------------------------
+
 def parquet_schema():
     import pyarrow as pa
 
@@ -66,13 +87,20 @@ def to_arrow(batch: Batch):
     }, schema=parquet_schema())
 
 
+class ParquetWriter:
+    """Parquet shards: id (string), indices (list<int32>), values (list<float32>), one file per shard."""
+
+    def open(self, path: Path) -> _ParquetFile:
+        return _ParquetFile(path)
+
+    def close(self) -> None:
+        pass
+
+
 class _ParquetFile:
     def __init__(self, path: Path) -> None:
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise CorpusError("Parquet output needs pyarrow: pip install 'splade-rt[distributed]' "
-                              "(or --format anserini)") from None
+        import pyarrow.parquet as pq
+
         self._file = open(path, "wb")  # noqa: SIM115 - lives until close(), which ShardWriter always calls
         self._writer = pq.ParquetWriter(self._file, parquet_schema())
 
@@ -81,46 +109,25 @@ class _ParquetFile:
 
     def close(self) -> None:
         self._writer.close()
-        _sync_close(self._file)
+        sync_close(self._file)
 
 
-class _AnseriniFile:
-    """JsonVectorCollection: {"id", "contents", "vector": {token: integer impact}} per line."""
-
-    def __init__(self, path: Path, tokens: Sequence[str], factor: float) -> None:
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close(), as above
-        self._tokens, self._factor = tokens, factor
-
-    def write(self, batch: Batch) -> None:
-        texts = batch.texts if batch.texts is not None else [""] * len(batch.ids)
-        lines = []
-        for (rid, indices, values), text in zip(batch.rows(), texts):
-            impacts = np.rint(values.astype(np.float64) * self._factor).astype(np.int64)
-            keep = impacts > 0
-            vector = {self._tokens[t]: q for t, q in zip(indices[keep].tolist(), impacts[keep].tolist())}
-            lines.append(json.dumps({"id": rid, "contents": text, "vector": vector}, ensure_ascii=False))
-        if lines:
-            self._file.write("\n".join(lines) + "\n")
-
-    def close(self) -> None:
-        _sync_close(self._file)
-
-
-def _sync_close(file) -> None:
+def sync_close(file) -> None:
+    """Flush, fsync and close: a shard is renamed into place only once its bytes are on disk."""
     file.flush()
     os.fsync(file.fileno())
     file.close()
 
+
+# -- Qdrant -------------------------------------------------------------------------------------------------------
 
 class QdrantSink:
     """Upserts sparse vectors through qdrant-client: a URL (http://, https://) is a server, anything
     else a directory for qdrant-client's embedded local mode (no server to run)."""
 
     def __init__(self, location: str, collection: str) -> None:
-        try:
-            from qdrant_client import QdrantClient, models
-        except ImportError:
-            raise CorpusError("--qdrant needs qdrant-client: pip install 'splade-rt[qdrant]'") from None
+        from qdrant_client import QdrantClient, models
+
         self._models, self.collection = models, collection
         try:
             self.client = QdrantClient(url=location) if "://" in location else QdrantClient(path=location)
@@ -128,9 +135,10 @@ class QdrantSink:
                 self.client.create_collection(collection, vectors_config={}, sparse_vectors_config={
                     QDRANT_VECTOR: models.SparseVectorParams()})
         except Exception as e:  # noqa: BLE001 - connection, lock and API errors all mean the same to the user
-            raise CorpusError(f"--qdrant {location}: can't use collection {collection!r} ({str(e)[:200]})") from None
+            raise CorpusError(f"{option('qdrant', location)}: can't use collection {collection!r} "
+                              f"({str(e)[:200]})") from None
 
-    def upsert(self, batch: Batch) -> None:
+    def write(self, batch: Batch) -> None:
         models = self._models
         points = [models.PointStruct(id=point_id(rid), payload={"doc_id": rid}, vector={
             QDRANT_VECTOR: models.SparseVector(indices=indices.tolist(), values=values.tolist())})
@@ -148,33 +156,20 @@ def point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_POINT_NAMESPACE, doc_id))
 
 
-def token_table(export_dir: str | Path) -> list[str]:
-    """id -> token of the export's tokenizer, for Anserini's term keys (both engines use this one)."""
-    from tokenizers import Tokenizer
-
-    from ..manifest import read_manifest
-
-    manifest = read_manifest(export_dir)
-    tokenizer = Tokenizer.from_file(str(manifest.verify_file(manifest.tokenizer.file)))
-    return [tokenizer.id_to_token(i) or f"[unused:{i}]" for i in range(manifest.model.vocab_size)]
-
+# -- shards -------------------------------------------------------------------------------------------------------
 
 class ShardWriter:
-    """Opens, fills and publishes shards in the chosen format (and upserts to Qdrant when asked)."""
+    """Opens, fills and publishes shards in the chosen format, and hands every batch to the sinks."""
 
-    def __init__(self, out: OutputDir, fmt: str, *, tokens: Sequence[str] | None = None,
-                 factor: float = ANSERINI_FACTOR, qdrant: QdrantSink | None = None) -> None:
-        self.out, self.format, self.tokens, self.factor, self.qdrant = out, fmt, tokens, factor, qdrant
-
-    @property
-    def keeps_text(self) -> bool:
-        return self.format == "anserini"
+    def __init__(self, out: OutputDir, file: FileWriter, *, keeps_text: bool = False,
+                 sinks: Sequence[Sink] = ()) -> None:
+        self.out, self.file, self.keeps_text, self.sinks = out, file, keeps_text, list(sinks)
 
     @contextmanager
     def shard(self, shard: int, rows: int) -> Iterator[_ShardHandle]:
         tmp = self.out.tmp_path(shard)
-        file = _ParquetFile(tmp) if self.format == "parquet" else _AnseriniFile(tmp, self.tokens, self.factor)
-        handle = _ShardHandle(file, self.qdrant)
+        file = self.file.open(tmp)
+        handle = _ShardHandle(file, self.sinks)
         try:
             yield handle
             if handle.rows != rows:
@@ -185,24 +180,31 @@ class ShardWriter:
         file.close()
         self.out.publish(tmp, shard)
 
+    def close(self) -> None:
+        """Close the format's writer and every sink, all of them even if one fails."""
+        errors = []
+        for writer in (self.file, *self.sinks):
+            try:
+                writer.close()
+            except Exception as e:  # noqa: BLE001 - the others still close; the first error is raised after
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
 
 class _ShardHandle:
-    def __init__(self, file: Any, qdrant: QdrantSink | None) -> None:
-        self._file, self._qdrant, self.rows = file, qdrant, 0
+    def __init__(self, file: ShardFile, sinks: list[Sink]) -> None:
+        self._file, self._sinks, self.rows = file, sinks, 0
 
     def write(self, batch: Batch) -> None:
         self._file.write(batch)
-        if self._qdrant is not None:
-            self._qdrant.upsert(batch)
+        for sink in self._sinks:
+            sink.write(batch)
         self.rows += len(batch.ids)
 
 
-def _discard(file: Any, tmp: Path) -> None:
+def _discard(file: ShardFile, tmp: Path) -> None:
     try:
         file.close()
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def suffix_of(fmt: str) -> str:
-    return {"parquet": ".parquet", "anserini": ".jsonl"}[fmt]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cli_support import add_verbose, device_arg, device_help, output_file, run, variant_choices, variant_help
 from ..errors import SpladeError
 from ..runtime.embeddings import SparseEmbeddings
 from ..validation import positive_int_arg
@@ -26,53 +27,56 @@ from .search import search
 REFERENCE_BATCH_TOKENS = 2048  # torch materialises [tokens, vocab] fp32 logits: 2048 x 30522 x 4 B = 250 MB
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="splade-eval",
                                 description="Evaluate a splade-export directory on a BEIR retrieval dataset.")
-    p.add_argument("export_dir")
+    p.add_argument("export_dir", help="a directory written by splade-export")
     p.add_argument("dataset_dir", help="BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="test", help="qrels file to evaluate (default: test)")
-    p.add_argument("--variant", default=None,
-                   help="graph to run: fp32-screened | fp32 | fp16 | int8 (default: the device's)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--max-length", type=int, default=None, help="truncate texts below the export's max length")
+    p.add_argument("--variant", default=None, choices=variant_choices(), metavar="VARIANT", help=variant_help())
+    p.add_argument("--device", default="auto", type=device_arg, help=device_help())
+    p.add_argument("--max-length", type=positive_int_arg, default=None,
+                   help="truncate texts below the export's max length")
     p.add_argument("--batch-size", type=positive_int_arg, default=32)
     p.add_argument("--gains", choices=GAINS, default="graded",
                    help="nDCG's gain for a relevant document: its qrel grade (graded, the default: BEIR, "
                         "pytrec_eval, MTEB) or 1 (binary: sentence-transformers' evaluators and model cards)")
     p.add_argument("--reference", action="store_true",
                    help="also encode with the torch source model and print the difference per metric")
-    p.add_argument("--json", metavar="OUT.json", default=None, help="write every number to this file")
-    args = p.parse_args(argv)
-    try:
-        report = evaluate(args.export_dir, args.dataset_dir, split=args.split, variant=args.variant,
-                          device=args.device, max_length=args.max_length, batch_size=args.batch_size,
-                          gains=args.gains, reference=args.reference)
-    except (SpladeError, ValueError, ImportError) as e:
-        print(f"splade-eval: error: {e}", file=sys.stderr)
-        return 2
+    p.add_argument("--json", metavar="OUT.json", type=output_file, default=None,
+                   help="write every number to this file")
+    add_verbose(p)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = evaluate(args.export_dir, args.dataset_dir, split=args.split, variant=args.variant,
+                      device=args.device, max_length=args.max_length, batch_size=args.batch_size,
+                      gains=args.gains, reference=args.reference, verbose=args.verbose)
     print("\n".join(format_report(report)))
     if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        except OSError as e:
-            print(f"splade-eval: error: {args.json}: cannot write ({e.strerror})", file=sys.stderr)
-            return 2
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser(), _run, argv)
 
 
 def evaluate(export_dir: str | Path, dataset_dir: str | Path, *, split: str = "test", variant: str | None = None,
              device: str = "auto", max_length: int | None = None, batch_size: int = 32, gains: str = "graded",
-             reference: bool = False) -> dict[str, Any]:
+             reference: bool = False, verbose: bool = False) -> dict[str, Any]:
     """Every number splade-eval prints, as one JSON-ready dict. The dataset is loaded and vetted
     before the encoder (cheap, and its errors are the likeliest), so a bad file fails in a second.
-    gains: nDCG's convention, "graded" or "binary" (see evaluation.metrics); the report says which."""
+    gains: nDCG's convention, "graded" or "binary" (see evaluation.metrics); the report says which.
+    verbose: say why device="auto" runs on the CPU (a command line's --verbose)."""
     from ..runtime.cli import load_encoder
 
     if gains not in GAINS:
         raise ValueError(f"gains must be one of {GAINS}, not {gains!r}")
     data = load_beir(dataset_dir, split)
-    enc = load_encoder("splade-eval", export_dir, device=device, variant=variant, max_length=max_length)
+    enc = load_encoder("splade-eval", export_dir, device=device, variant=variant, max_length=max_length,
+                       verbose=verbose)
     start = time.perf_counter()
     docs = enc.encode_document(data.corpus_texts, batch_size=batch_size)
     doc_seconds = time.perf_counter() - start
@@ -194,7 +198,8 @@ def format_report(report: dict[str, Any]) -> list[str]:
         (f"graph {report['graph']} on {report['provider']}, max length {report['max_length']}, "
          f"batch size {report['batch_size']}"),
         (f"encode: {report['documents']} documents in {enc['documents']:.1f} s ({_rate(report)} docs/s, "
-         f"{report['truncated_documents']} truncated), {report['queries']} queries in {enc['queries']:.2f} s; "
+         f"{report['truncated_documents']} truncated to {report['max_length']} tokens), "
+         f"{report['queries']} queries in {enc['queries']:.2f} s; "
          f"search {report['search_seconds']:.2f} s"),
         f"mean active dims: queries {report['query_active_dims']:.1f}, documents {report['document_active_dims']:.1f}",
         "ndcg gains: " + _GAINS_NOTE[report["gains"]],

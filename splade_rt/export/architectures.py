@@ -30,8 +30,6 @@ class Architecture:
     token_type_ids: bool  # the body takes segment ids (fed as zeros, inside the graph)
     special_tokens: dict[str, str]  # role -> the family's usual token, when the tokenizer names none
     optimizer: str | None  # onnxruntime.transformers optimizer model_type, None: no fusion pass
-    attention_fused: bool  # whether that optimizer fuses this family's attention (README table)
-    tokenizer_kind: str  # WordPiece | byte-level BPE | Unigram: what the family ships and the tests build
 
     def attribute(self, model, path: str):
         for name in path.split("."):
@@ -51,26 +49,22 @@ _ROBERTA_TOKENS = {"cls": "<s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>", 
 ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("bert", "BertForMaskedLM", decoder="cls.predictions.decoder", bias="cls.predictions.bias",
                  embeddings="bert.embeddings.word_embeddings", head_prefixes=("cls.predictions.",),
-                 token_type_ids=True, special_tokens=_BERT_TOKENS, optimizer="bert", attention_fused=True,
-                 tokenizer_kind="WordPiece"),
+                 token_type_ids=True, special_tokens=_BERT_TOKENS, optimizer="bert"),
     Architecture("distilbert", "DistilBertForMaskedLM", decoder="vocab_projector", bias=None,
                  embeddings="distilbert.embeddings.word_embeddings",
                  head_prefixes=("vocab_projector.", "vocab_transform."), token_type_ids=False,
-                 special_tokens=_BERT_TOKENS, optimizer="bert", attention_fused=True, tokenizer_kind="WordPiece"),
+                 special_tokens=_BERT_TOKENS, optimizer="bert"),
     Architecture("roberta", "RobertaForMaskedLM", decoder="lm_head.decoder", bias="lm_head.bias",
                  embeddings="roberta.embeddings.word_embeddings", head_prefixes=("lm_head.",),
-                 token_type_ids=False, special_tokens=_ROBERTA_TOKENS, optimizer="bert", attention_fused=True,
-                 tokenizer_kind="byte-level BPE"),
+                 token_type_ids=False, special_tokens=_ROBERTA_TOKENS, optimizer="bert"),
     Architecture("xlm-roberta", "XLMRobertaForMaskedLM", decoder="lm_head.decoder", bias="lm_head.bias",
                  embeddings="roberta.embeddings.word_embeddings", head_prefixes=("lm_head.",),
-                 token_type_ids=False, special_tokens=_ROBERTA_TOKENS, optimizer="bert", attention_fused=True,
-                 tokenizer_kind="Unigram"),
+                 token_type_ids=False, special_tokens=_ROBERTA_TOKENS, optimizer="bert"),
     # ModernBERT: rotary, alternating local/global attention. The BERT optimizer fuses its LayerNorms
     # and GELUs but not its attention, which stays as exported.
     Architecture("modernbert", "ModernBertForMaskedLM", decoder="decoder", bias=None,
                  embeddings="model.embeddings.tok_embeddings", head_prefixes=("head.", "decoder."),
-                 token_type_ids=False, special_tokens=_BERT_TOKENS, optimizer="bert", attention_fused=False,
-                 tokenizer_kind="byte-level BPE"),
+                 token_type_ids=False, special_tokens=_BERT_TOKENS, optimizer="bert"),
 )}
 
 

@@ -1,11 +1,11 @@
-"""`splade-export`: the command line over export.pipeline. Errors are one line and exit code 2."""
+"""`splade-export`: the command line over export.pipeline (errors: one line, exit code 2; cli_support)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..errors import SpladeError
+from ..cli_support import add_verbose, run
 from ..kernels import DEFAULT_VOCAB_CHUNK
 from ..validation import positive_int_arg
 
@@ -32,44 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=("relu", "log1p_relu"),
                    help="SPLADE activation of a plain transformers directory (default relu; OpenSearch's models "
                         "use log1p_relu); sentence-transformers models record theirs")
-    p.add_argument("--verbose", action="store_true", help="show tracebacks")
+    add_verbose(p)
     return p
 
 
+def export(args: argparse.Namespace) -> None:
+    if args.check:
+        if args.model or args.output:
+            _parser().error("--check EXPORT_DIR re-checks an existing export: it takes no MODEL and no -o")
+        from .pipeline import recheck
+
+        recheck(args.check)
+        return
+    if not args.output:
+        _parser().error("-o/--output is required (or --check EXPORT_DIR)")
+    from .pipeline import export_model
+
+    export_model(args.model, args.output, force=args.force, max_length=args.max_length,
+                 vocab_chunk=args.vocab_chunk, fp16=not args.no_fp16, int8=args.int8, activation=args.activation)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.check:
-            from .pipeline import recheck
-
-            recheck(args.check)
-        else:
-            if not args.output:
-                _parser().error("-o/--output is required (or --check EXPORT_DIR)")
-            from .pipeline import export_model
-
-            export_model(args.model, args.output, force=args.force, max_length=args.max_length,
-                         vocab_chunk=args.vocab_chunk, fp16=not args.no_fp16, int8=args.int8,
-                         activation=args.activation)
-    except SpladeError as e:
-        if args.verbose:
-            raise
-        print(f"splade-export: error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        if args.verbose:
-            raise
-        print(f"splade-export: error: {e.name or e} is not installed; pip install 'splade-rt[export]'", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("splade-export: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except Exception as e:  # a bug or an unforeseen model: still one line unless --verbose
-        if args.verbose:
-            raise
-        print(f"splade-export: error: {type(e).__name__}: {e} (re-run with --verbose for details)", file=sys.stderr)
-        return 1
-    return 0
+    return run(_parser(), export, argv, interrupted="nothing was written")
 
 
 if __name__ == "__main__":

@@ -13,32 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import (
-    ATTENTION_MASK,
-    INPUT_IDS,
-    NATIVE_TWINS,
-    OUT_SPARSE,
-    OUT_TOP_INDICES,
-    OUT_TOP_VALUES,
-    PRECISIONS,
-    TOP_K,
-)
+from ..manifest import ATTENTION_MASK, INPUT_IDS, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
+from ..variants import VARIANTS, ParityBar
 from .reference import reference_embeddings, reference_static_queries, reference_tokenize, tokenizer_max_length
 from .texts import QUERIES, parity_texts
 
-FP32_MAX_REL_DIFF = 1e-4  # of the largest reference value
-FP16_MIN_TOP64_OVERLAP = 0.98
-# the lossy graphs' floor on the parity texts; int8's retrieval loss is measured on the shared
-# collections (benchmarks.eval_all), this only catches a broken graph
-LOSSY_MIN_TOP64_OVERLAP = {"fp16": FP16_MIN_TOP64_OVERLAP, "int8": 0.8}
-SCREENED_MAX_ABS_DIFF = 1e-5
 TOP = 64
-
-FP16_CPU_METHOD = (
-    "onnxruntime CPUExecutionProvider on the fp16 graph: checks the fp16 weights, graph and fp16 TopK/outputs "
-    "wiring; the CPU EP casts ops without fp16 kernels to fp32, so fp16 arithmetic itself is exercised only "
-    "on a CUDA device (splade-export --check on a GPU machine)"
-)
+# the screened graph's bar against the fp32 graph (the variant table's), for the benchmarks' own checks
+SCREENED_MAX_ABS_DIFF = VARIANTS["fp32-screened"].bar.vs_max_abs_diff
+CPU_METHOD = "onnxruntime CPUExecutionProvider"
 
 
 def run_graph(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, top: int = TOP):
@@ -140,60 +123,58 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
     if query_table is not None:
         report["query_table"] = check_query_table(source.query_route, *query_table)
         ok = ok and report["query_table"]["passed"]
-    outputs = {}
-    # fp32 first, whatever the dict's order: it is the yardstick of the screened graph below; the
-    # native variants last, after the fused twins they are held to
-    for precision, path in sorted(graphs.items(), key=lambda item: (item[0] in NATIVE_TWINS, item[0] != "fp32")):
-        method = "onnxruntime CPUExecutionProvider"
-        # a native variant is held to its fused twin's bars, and to the twin itself below
-        twin = NATIVE_TWINS.get(precision, precision)
-        if precision in NATIVE_TWINS:
+    outputs: dict[str, np.ndarray] = {}
+    # the graphs another is held to first (fp32 before the screened and fp32-native graphs, int8 before
+    # int8-native), in the table's order otherwise
+    for precision, path in sorted(graphs.items(), key=lambda item: VARIANTS[item[0]].bar.vs is not None):
+        variant = VARIANTS[precision]
+        if variant.native:
             sparse, values, indices, method = run_native(path, input_ids, attention_mask, source.activation)
         else:
             sparse, values, indices = run_graph(path, input_ids, attention_mask)
+            method = CPU_METHOD
         outputs[precision] = sparse
-        stats = compare(reference, sparse)
-        # The TopK output must pick the dense output's largest values, in order. Not bit-equal on the CPU
-        # EP for fp16: it removes cast pairs, so TopK sees fp32 values while `sparse` is rounded to fp16.
-        expect_top = np.take_along_axis(sparse, indices, axis=1)
-        stats["topk_output_consistent"] = bool(
-            np.allclose(expect_top, values, rtol=2e-3, atol=1e-3) and np.all(np.diff(values, axis=1) <= 0)
-        )
-        if twin.startswith("fp32"):
-            stats["bar"] = f"max_rel_diff <= {FP32_MAX_REL_DIFF}"
-            stats["passed"] = stats["max_rel_diff"] <= FP32_MAX_REL_DIFF and stats["topk_output_consistent"]
-            stats["method"] = method
-        else:
-            floor = LOSSY_MIN_TOP64_OVERLAP[twin]
-            # fp16 must keep each text's top term; int8 is lossier by design (its retrieval loss is
-            # measured on the shared collections), so only its overlap is held to a floor here
-            argmax = twin == "fp16"
-            stats["bar"] = f"top{TOP}_overlap_mean >= {floor}" + (" and same argmax term" if argmax else "")
-            stats["passed"] = (stats[f"top{TOP}_overlap_mean"] >= floor and (stats["argmax_same"] or not argmax)
-                               and stats["topk_output_consistent"])
-            stats["method"] = FP16_CPU_METHOD if precision == "fp16" else method
-        if precision == "fp32-screened" and "fp32" in outputs:
-            # exact by construction, on onnxruntime's own kernels: the fp32 graph's values and non-zero set
-            same = compare(outputs["fp32"], sparse)
-            stats["vs_fp32_graph"] = {"max_abs_diff": same["max_abs_diff"],
-                                      "nonzero_jaccard_min": same["nonzero_jaccard_min"]}
-            stats["bar"] += f" and vs fp32 graph: max abs diff <= {SCREENED_MAX_ABS_DIFF}, same non-zero set"
-            stats["passed"] = (stats["passed"] and same["max_abs_diff"] <= SCREENED_MAX_ABS_DIFF
-                               and same["nonzero_jaccard_min"] == 1.0)
-        if precision in NATIVE_TWINS and twin in outputs:
-            # exact over its twin's encoder, but its fp32 sums run in another order than MLAS's: within
-            # their rounding of the twin (relative to its largest value, as the bar against torch is), so
-            # a logit within rounding of zero may be a tiny non-zero in one and not the other (the
-            # Jaccard says how often)
-            same = compare(outputs[twin], sparse)
-            stats[f"vs_{twin}_graph"] = {"max_abs_diff": same["max_abs_diff"], "max_rel_diff": same["max_rel_diff"],
-                                         "nonzero_jaccard_min": same["nonzero_jaccard_min"]}
-            stats["bar"] += f" and vs {twin} graph: max rel diff <= {SCREENED_MAX_ABS_DIFF}"
-            stats["passed"] = stats["passed"] and same["max_rel_diff"] <= SCREENED_MAX_ABS_DIFF
+        stats = held_to_bar(variant.bar, compare(reference, sparse), sparse, values, indices, outputs)
+        stats["method"] = variant.bar.note or method
         ok = ok and stats["passed"]
         report[precision] = stats
     report["passed"] = bool(ok)
     return report
+
+
+def held_to_bar(bar: ParityBar, stats: dict[str, Any], sparse: np.ndarray, values: np.ndarray,
+                indices: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The numbers of one graph against the torch reference (stats) and against the graph its bar names
+    (from outputs), with the bar in words and whether it passed."""
+    # The TopK output must pick the dense output's largest values, in order. Not bit-equal on the CPU
+    # EP for fp16: it removes cast pairs, so TopK sees fp32 values while `sparse` is rounded to fp16.
+    expect_top = np.take_along_axis(sparse, indices, axis=1)
+    stats["topk_output_consistent"] = bool(
+        np.allclose(expect_top, values, rtol=2e-3, atol=1e-3) and np.all(np.diff(values, axis=1) <= 0)
+    )
+    passed = stats["topk_output_consistent"]
+    if bar.max_rel_diff is not None:
+        passed = passed and stats["max_rel_diff"] <= bar.max_rel_diff
+    if bar.min_top_overlap is not None:
+        passed = passed and stats[f"top{TOP}_overlap_mean"] >= bar.min_top_overlap
+    if bar.same_argmax:
+        passed = passed and stats["argmax_same"]
+    if bar.vs is not None and bar.vs in outputs:
+        # over the same encoder: the screened head is exact by construction on onnxruntime's own kernels;
+        # the native head's fp32 sums run in another order than MLAS's, so a logit within rounding of zero
+        # may be a tiny non-zero in one and not the other (the Jaccard says how often)
+        same = compare(outputs[bar.vs], sparse)
+        stats[f"vs_{bar.vs}_graph"] = {key: same[key] for key in ("max_abs_diff", "max_rel_diff",
+                                                                  "nonzero_jaccard_min")}
+        if bar.vs_max_abs_diff is not None:
+            passed = passed and same["max_abs_diff"] <= bar.vs_max_abs_diff
+        if bar.vs_max_rel_diff is not None:
+            passed = passed and same["max_rel_diff"] <= bar.vs_max_rel_diff
+        if bar.vs_same_nonzero:
+            passed = passed and same["nonzero_jaccard_min"] == 1.0
+    stats["bar"] = bar.describe(TOP)
+    stats["passed"] = bool(passed)
+    return stats
 
 
 def check_query_table(query_dir: Path, table: Path, tokenizer_json: Path) -> dict[str, Any]:
@@ -224,7 +205,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         q = report["query_table"]
         lines.append(f"  query table: identical to SparseStaticEmbedding on {q['texts']} texts: {q['identical']} "
                      f"-> {'PASS' if q['passed'] else 'FAIL'}")
-    for precision in PRECISIONS:
+    for precision in VARIANTS:
         if precision in report:
             s = report[precision]
             lines.append(

@@ -22,16 +22,6 @@ from ..kernels import DEFAULT_VOCAB_CHUNK
 from ..manifest import FORMAT_VERSION, read_manifest, sha256_file, write_manifest
 from .source import SourceModel, resolve_source
 
-# The execution providers each graph is meant for, recorded per file: the runtime runs what the
-# manifest says. fp32 runs anywhere (the CUDA fallback when there is no fp16 graph).
-_PROVIDERS = {
-    "fp32-screened": ["CPUExecutionProvider"],
-    "fp32-native": ["CPUExecutionProvider"],  # where the native head runs (runtime.native_session)
-    "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
-    "fp16": ["CUDAExecutionProvider", "TensorrtExecutionProvider"],
-    "int8": ["CPUExecutionProvider"],  # lossy: run only when asked for (variant="int8")
-    "int8-native": ["CPUExecutionProvider"],  # the same, with the native head
-}
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_TOKENIZER = "query_tokenizer.json"
 
@@ -223,8 +213,8 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
     from .reference import tokenizer_max_length
 
     cfg, arch = mlm.config, source.architecture
-    entries = {path.name: _entry(path, precision=precision, providers=_PROVIDERS[precision])
-               for precision, path in graphs.files.items()}
+    # each graph's precision only: which graph runs on which device is the provider table's order
+    entries = {path.name: _entry(path, precision=precision) for precision, path in graphs.files.items()}
     entries[tokenizer_json.name] = _entry(tokenizer_json)
     native_head = graphs.native_head
     if native_head is not None:

@@ -3,9 +3,9 @@
 Of the 30,522 logits per token only a handful are positive, and only positive ones survive relu.
 So the projection runs twice, cheaply:
 
-1. Screen: int8 x uint8 (MatMulInteger, VNNI/AVX2 kernels) over the whole vocab, reduced first
-   (max over each sequence's tokens, in int32) to [batch, vocab]. With the quantization steps
-   known, each approximate max gets a rigorous upper bound on the true fp32 max logit:
+1. Screen: int8 x uint8 (MatMulInteger, VNNI/AVX2 kernels; tokens in 7 bits, see TOKEN_Q_MAX) over
+   the whole vocab, reduced first (max over each sequence's tokens, in int32) to [batch, vocab].
+   With the quantization steps known, each approximate max gets a rigorous upper bound on the true fp32 max logit:
 
      h.w - deq(h).deq(w) = h.dw + dh.w - dh.dw
      |.| <= |h|_1 |dw|_inf + |dh|_inf |w|_1 + |dh|_inf |dw|_1
@@ -33,6 +33,12 @@ from .builder import GraphBuilder
 
 SLACK_REL = 1e-4  # x (|h|_1 |w|_inf + |b|): far above fp32 dot-product rounding (~H * 2^-24)
 SLACK_ABS = 1e-6
+# The tokens' int8 range in the graph's screen. onnxruntime's u8 x s8 kernels on CPUs without VNNI
+# (AVX2's vpmaddubsw) add pairs of products in int16 with saturation: 2 x 255 x 127 overflows, and a
+# saturated sum breaks the bound (terms were dropped on an AVX2 EPYC). 2 x 255 x 63 = 32,130 fits, so
+# the screen stays exact on every CPU, at a step twice as coarse (a looser bound, a few more candidates).
+# The native head (kernels/_head.c) accumulates in int32 (vpdpbusd) and keeps 127.
+TOKEN_Q_MAX = 63.0
 
 
 def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -86,8 +92,8 @@ def screened_max_logits(b: GraphBuilder, states: str, states_t: str, weight_name
     c = {name: b.const(name, value) for name, value in (
         ("wq_scale", stats["scale"]), ("bound_coeff", bound["coeff"]), ("bound_const", bound["const"]),
         ("center", mu),
-        ("vocab_dim", np.array([vocab], np.int64)), ("q_max", np.array(127.0, np.float32)),
-        ("q_min", np.array(-127.0, np.float32)), ("tiny", np.array(1e-30, np.float32)),
+        ("vocab_dim", np.array([vocab], np.int64)), ("q_max", np.array(TOKEN_Q_MAX, np.float32)),
+        ("q_min", np.array(-TOKEN_Q_MAX, np.float32)), ("tiny", np.array(1e-30, np.float32)),
         ("w_zero", np.array(128, np.uint8)), ("h_cols", np.array([hidden, -1], np.int64)),
         ("keep_dim", np.array([0], np.int64)), ("infer_dim", np.array([-1], np.int64)),
     )}

@@ -1,7 +1,8 @@
 """Which exact CPU graph is faster on this CPU: the int8-screened one or plain fp32.
 
 (Where the native head runs, AVX-512 VNNI and the compiled extension, it comes first and needs no
-choice: see session.choose_graph. This module decides between the two graphs behind it.)
+choice: the provider table's CPU order, read by session.choose_graph. This module decides between
+the two graphs behind it.)
 
 The screened graph's speed comes from int8 dot products. CPUs with VNNI (AVX-512 VNNI, AVX-VNNI,
 AMX) run them in one instruction, and there the screened graph wins by a wide margin; without VNNI
@@ -27,23 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.measure import machine_info
+from .. import machine
 from ..manifest import ATTENTION_MASK, INPUT_IDS, TOP_K, Manifest
+from .providers import PROVIDERS
 
 logger = logging.getLogger("splade_rt")
 
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_tile")
 ENV = "SPLADE_RT_CPU_GRAPH"
 
 
 def cache_file() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "splade-rt" / "cpu-choice.json"
-
-
-def has_vnni(isa: list[str] | None = None) -> bool:
-    isa = machine_info()["isa"] if isa is None else isa
-    return any(flag in isa for flag in VNNI_FLAGS)
+    return machine.cache_dir() / "cpu-choice.json"
 
 
 def choose_cpu_precision(manifest: Manifest, session_factory, isa: list[str] | None = None) -> str | None:
@@ -51,13 +46,16 @@ def choose_cpu_precision(manifest: Manifest, session_factory, isa: list[str] | N
     session_factory(precision) -> an onnxruntime session over that graph, for the one-off timing."""
     forced = os.environ.get(ENV)
     if forced:
-        if forced not in ("fp32-native", "fp32-screened", "fp32"):
-            raise ValueError(f"{ENV}={forced!r}: expected fp32-native, fp32-screened or fp32")
+        allowed = PROVIDERS["cpu"].precisions
+        if forced not in allowed:
+            raise ValueError(f"{ENV}={forced!r}: expected {', '.join(allowed)}")
         return forced
     screened, fp32 = manifest.graph("fp32-screened"), manifest.graph("fp32")
-    if screened is None or fp32 is None or has_vnni(isa):
+    if screened is None or fp32 is None or machine.has_vnni(isa):
         return None
-    info = machine_info() if isa is None else {"cpu": "given", "isa": isa}
+    if not all((manifest.directory / g.name).is_file() for g in (screened, fp32)):
+        return None  # an export trimmed to one of them (a deployment's copy): nothing to choose between
+    info = machine.machine_info() if isa is None else {"cpu": "given", "isa": isa}
     key = f"{screened.sha256[:16]}:{fp32.sha256[:16]}:{info['cpu']}"
     cached = _read_cache().get(key)
     if cached in ("fp32-screened", "fp32"):
@@ -72,7 +70,10 @@ def choose_cpu_precision(manifest: Manifest, session_factory, isa: list[str] | N
 
 def _time(session, manifest: Manifest, rows: int = 8, tokens: int = 128, repeats: int = 3) -> float:
     """Best of a few runs on a synthetic batch of document-sized inputs."""
-    ids = np.random.default_rng(0).integers(1000, manifest.model.vocab_size, (rows, tokens), dtype=np.int64)
+    vocab = manifest.model.vocab_size
+    low = 1000 if vocab > 2000 else 0  # past BERT's special and unused ids, where the vocab has them
+    tokens = min(tokens, manifest.tokenizer.max_length)  # a model with fewer positions
+    ids = np.random.default_rng(0).integers(low, vocab, (rows, tokens), dtype=np.int64)
     feed = {INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), TOP_K: np.array([1], np.int64)}
     session.run(None, feed)
     best = float("inf")

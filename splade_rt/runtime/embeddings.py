@@ -98,11 +98,15 @@ class SparseEmbeddings:
         return np.diff(self.indptr)
 
     def take(self, rows: Sequence[int]) -> SparseEmbeddings:
-        rows = np.asarray(rows, dtype=np.int64)
+        """These rows, in this order (repeats allowed), as a new batch."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and not (rows.min() >= 0 and rows.max() < len(self)):
+            raise IndexError(f"rows out of range for {len(self)} vectors")
         counts = self.active_dims[rows]
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        picks = [np.arange(self.indptr[r], self.indptr[r + 1]) for r in rows]
-        flat = np.concatenate(picks) if picks else np.zeros(0, np.int64)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        # each kept term's source: its row's start here plus its offset within the row
+        flat = np.repeat(self.indptr[rows] - indptr[:-1], counts) + np.arange(int(indptr[-1]))
         return SparseEmbeddings(indptr, self.indices[flat], self.values[flat], self.dim, self.vocab)
 
     def to_dense(self) -> np.ndarray:

@@ -1,27 +1,26 @@
 """SpladeEncoder: texts in, sparse vectors out, over an exported directory.
 
-The hot path is: tokenize (Rust), sort by token count, cut batches by count and token budget,
-run the fused graph (on the CPU, two batches at a time), and assemble CSR rows in input order.
-Nothing here holds per-call state, so one encoder serves many threads (onnxruntime sessions are
-thread-safe for run()).
+The hot path is a pipeline (runtime.pipeline): texts ordered by length and tokenized a window at
+a time (batching.text_windows) on a thread of their own, each window cut into batches by count and
+token budget and padded, the fused graph run on each batch (on the CPU, two batches at a time:
+runtime.scheduling), and each batch's rows assembled from the graph's top-k or non-zero arrays
+(runtime.outputs) while the next batch runs; the rows are put in input order at the end. A batch
+too large for the device runs in halves (runtime.out_of_memory). Per-call state lives in the call
+(_Call), so one encoder serves many threads (onnxruntime sessions are thread-safe for run()).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-import threading
-import warnings
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceError, ExportDirError
+from ..errors import DeviceError
 from ..manifest import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -33,17 +32,24 @@ from ..manifest import (
     Manifest,
     read_manifest,
 )
+from ..progress import progress_bar
 from ..validation import positive_int
-from .batching import in_input_order, length_sorted_batches, pad_ids
+from .batching import gather_rows, pad_flat, text_windows, window_batches
 from .embeddings import SparseEmbeddings, SparseVector, dot_scores
+from .out_of_memory import MemorySplit, OneTextOutOfMemory
+from .outputs import rows_from_nonzeros, rows_from_topk
+from .pipeline import StageClock, run_pipelined, timed
+from .providers import GpuSettings
 from .query_table import QueryTable
-from .session import GpuSettings, Placement, cpu_twin, first_line, is_out_of_memory, open_session, run_options
-from .texts import check_texts, raise_invalid_unicode
+from .scheduling import CpuSchedule
+from .session import Placement, first_line, open_session, run_options
+from .texts import check_texts
+from .tokens import TextTokenizer, Tokens, tokenizer_is_serial
+from .vocab import Vocab
 
 logger = logging.getLogger("splade_rt")
 
-SIDE_BY_SIDE_MAX_HIDDEN = 256  # hidden size up to which the CPU runs two batches at a time by default
-SMALL_INPUT_TOKENS = 64  # padded tokens at or below which the CPU runs one thread (see cpu_twin)
+__all__ = ["SpladeEncoder", "tokenizer_is_serial"]
 
 
 class SpladeEncoder:
@@ -54,7 +60,7 @@ class SpladeEncoder:
     (default: the cores this process may use). workers: CPU batches in flight at once, each on
     threads // workers threads (default 2 for a small encoder, hidden size <= 256: while one batch
     is in its serial steps the other keeps the cores busy, peak memory that of two batches; 1 for a
-    larger encoder, where two batches compete for cache; see the README's benchmarks). max_length:
+    larger encoder, where two batches compete for cache; see runtime.scheduling). max_length:
     truncate below the export's max length. max_batch_tokens: padded tokens per graph run, at least
     max_length (default: the device's; 1024 on the CPU, where a batch's activations then stay in
     cache, 8192 on the GPU).
@@ -77,11 +83,14 @@ class SpladeEncoder:
     - pad_to_multiple_of: pad each batch's token length up to a multiple of this, so that few
       distinct shapes reach the device (off by default).
     - provider_options: onnxruntime provider options merged over splade-rt's for the device's
-      provider (session.PROVIDERS lists them). On CUDA, {"sdpa_kernel": 0} gives onnxruntime back its
+      provider (providers.PROVIDERS lists them). On CUDA, {"sdpa_kernel": 0} gives onnxruntime back its
       own attention kernel choice, which on an H100 plans every new shape (fine for fixed shapes).
 
     A batch that runs out of memory is split in half and retried (one RuntimeWarning per encoder);
     batches as large are then split before they run. One text that doesn't fit raises DeviceError.
+
+    clock: a pipeline.StageClock to add each stage's seconds to (benchmarks: bench.host_ceiling);
+    None (the default) times nothing.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", *, variant: str | None = None,
@@ -106,8 +115,8 @@ class SpladeEncoder:
         self.similarity_fn_name = self.manifest.model.similarity
         if max_batch_tokens is not None and positive_int(max_batch_tokens, "max_batch_tokens") < self.max_length:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} is below one full-length text ({self.max_length})")
-        self._tokenizer = _load_tokenizer(self.manifest.verify_file(tok.file, verify), self.max_length)
-        self.vocab = _Vocab(self._tokenizer, self.dim)
+        self._tokens = TextTokenizer(self.manifest.verify_file(tok.file, verify), self.max_length, self.lowercase)
+        self.vocab = Vocab(self._tokens.tokenizer, self.dim)
         # inference-free models: queries are a table lookup, no graph
         self.query_table = (QueryTable(self.manifest, verify, self.vocab)
                             if self.manifest.query_table is not None else None)
@@ -126,25 +135,10 @@ class SpladeEncoder:
                              f"{self.placement.precision}) runs on the CPU's own memory: leave io_binding unset or "
                              "pass a fused graph's variant")
         self._run_options = run_options(self.placement)
-        self._max_rows = self.placement.max_rows or sys.maxsize
-        self._oom_tokens = sys.maxsize  # padded tokens of the smallest batch that ran out of memory
-        self._oom_warned = False
-        threads = self.placement.session.get_session_options().intra_op_num_threads
-        on_cpu = self.placement.device == "cpu" and not self._io_binding
-        # two batches side by side pay off where the vocab head dominates (a small encoder); with a
-        # base-size encoder they compete for cache and memory bandwidth (README, "Encode")
-        small_encoder = self.manifest.model.hidden_size <= SIDE_BY_SIDE_MAX_HIDDEN
-        self.workers = min(workers or (2 if small_encoder else 1), threads) if on_cpu else 1
-        self._worker_threads = max(1, threads // self.workers)
-        # query-sized inputs run on one thread, only with a small encoder's screened graph: its int8
-        # projection is cheap enough that thread wake-ups dominate; the fp32 graph's projection, and a
-        # base-size encoder's layers, still gain from a second thread
-        self._small_enabled = (on_cpu and small_encoder and threads > 1
-                               and self.placement.precision in ("fp32-native", "fp32-screened", "int8", "int8-native"))
-        self._threads = threads
-        self._twins: dict[tuple[int, int], Any] = {}  # (intra-op, head) threads -> twin CPU session, made on first use
-        self._twin_lock = threading.Lock()
-        self._spinning = spinning
+        self._memory = MemorySplit(self.placement.device, self.placement.max_rows)
+        self._schedule = CpuSchedule(self.placement, self.manifest, workers, spinning, self._io_binding)
+        self.workers = self._schedule.workers
+        self.clock: StageClock | None = None
         self._truncation_reported = False
         self._serial_tokenizer_reported = self.placement.device == "cpu"  # on the CPU it is the default
 
@@ -166,56 +160,49 @@ class SpladeEncoder:
                threshold: float | None = None, show_progress_bar: bool = False,
                max_active_dims: int | None = None) -> SparseEmbeddings:
         """Sparse vectors in input order. top_k (alias max_active_dims) keeps each row's k largest
-        weights, computed on the device; threshold drops weights <= threshold."""
+        weights, computed on the device; threshold drops weights <= threshold.
+
+        A text with nothing to encode (empty, whitespace only, or only characters the tokenizer
+        drops, such as control characters) gets a vector with no terms, and no graph runs for it.
+        sentence-transformers returns the vector of the special tokens alone there ([CLS] [SEP]:
+        a handful of terms that match any document's); the corpus command follows this rule too.
+
+        An error in a batch's run names its texts by index ("text 17: ...", or "texts 3, 8, 17
+        and 5 more (one batch): ..." for a batch of several), as the same kind of exception."""
         texts = check_texts(texts)
         top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
         positive_int(batch_size, "batch_size")
         if not texts:
             return SparseEmbeddings.empty(self.dim, self.vocab)
-        cut = 0.0 if threshold is None else float(threshold)
-        k = min(int(top_k), self.dim) if top_k is not None else None
-
         if not self._serial_tokenizer_reported and len(texts) > 1 and tokenizer_is_serial():
             self._serial_tokenizer_reported = True
             logger.warning("splade-rt: TOKENIZERS_PARALLELISM=%s: texts are tokenized on one thread, and on %s the "
-                           "tokenizer sets the pace (README, \"GPU\"); set it to true (tokenizers sets it to false "
+                           "tokenizer sets the pace (docs/gpu.md); set it to true (tokenizers sets it to false "
                            "itself in a process that forked after using its threads)",
                            os.environ["TOKENIZERS_PARALLELISM"], self.device)
-        encodings = self._tokenize(texts)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        truncated = sum(1 for e in encodings if e.overflowing)
-        if truncated:
+        k = min(int(top_k), self.dim) if top_k is not None else None
+        call = _Call(self, texts, k, 0.0 if threshold is None else float(threshold), batch_size)
+        bar = progress_bar(len(texts), show_progress_bar, "Encoding", "text")
+        try:
+            result = call.encode(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if result.truncated:
             # visible once per encoder (a 100,000-character text should not be cut unnoticed), then
             # at INFO so a production log is not flooded; the count is on every result
             level = logging.INFO if self._truncation_reported else logging.WARNING
             self._truncation_reported = True
-            logger.log(level, "splade-rt: %d of %d texts truncated to %d tokens (result.truncated counts them; "
-                       "later truncations are logged at INFO)", truncated, len(texts), self.max_length)
-        # longest first: the biggest batch fails first, if at all
-        done = length_sorted_batches(lengths, batch_size, self.max_batch_tokens)
-        session = self._twin(self._worker_threads) if self.workers > 1 and len(done) > 1 else None
-
-        def run(rows: np.ndarray) -> SparseEmbeddings:
-            ids, mask = pad_ids([encodings[i].ids for i in rows], self.pad_id)
-            return self._run(ids, mask, k, cut, session)
-
-        parts = []
-        bar = _progress(len(texts), show_progress_bar)
-        with ThreadPoolExecutor(self.workers) if session is not None else nullcontext() as pool:
-            for rows, part in zip(done, pool.map(run, done) if pool else map(run, done)):  # in batch order
-                parts.append(part)
-                if bar is not None:
-                    bar.update(len(rows))
-        if bar is not None:
-            bar.close()
-        result = in_input_order(parts, done)
-        result.truncated = truncated
+            logger.log(level, "splade-rt: %d of %d texts truncated to %d tokens: the rest of each is not encoded "
+                       "(said once; later truncations are logged at INFO)", result.truncated, len(texts),
+                       self.max_length)
         return result
 
     def encode_query(self, texts: str | Sequence[str], *, top_k: int | None = None, threshold: float | None = None,
                      max_active_dims: int | None = None, **kwargs: Any) -> SparseEmbeddings:
         """Queries: through the graph, or for an inference-free model through its token weight table
-        (no graph runs; the other keyword arguments of encode are accepted and not needed)."""
+        (no graph runs; the other keyword arguments of encode are accepted and not needed). A query
+        with no tokens gets a vector with no terms either way (see encode)."""
         if self.query_table is None:
             return self.encode(texts, top_k=top_k, threshold=threshold, max_active_dims=max_active_dims, **kwargs)
         top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
@@ -243,131 +230,148 @@ class SpladeEncoder:
         raise TypeError(f"decode takes a SparseVector or SparseEmbeddings, not {type(vector).__name__}")
 
     def tokenize(self, texts: str | Sequence[str]) -> list[list[int]]:
-        """Token ids exactly as the encoder feeds them to the graph (after truncation)."""
-        return [e.ids for e in self._tokenize(check_texts(texts))]
+        """Token ids exactly as the encoder feeds them to the graph (after truncation); a text with
+        only the special tokens is not fed at all (see encode)."""
+        return self._tokens.ids(check_texts(texts))
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _tokenize(self, texts: list[str]):
-        if self.lowercase:
-            texts = [t.lower() for t in texts]
-        try:
-            if len(texts) == 1:
-                return [self._tokenizer.encode(texts[0])]
-            return self._tokenizer.encode_batch_fast(texts) if hasattr(self._tokenizer, "encode_batch_fast") \
-                else self._tokenizer.encode_batch(texts)
-        except TypeError:  # tokenizers' "TextInputSequence must be str" for text that is not valid Unicode
-            raise_invalid_unicode(texts)
-            raise
+    def _run(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str],
+                 side_by_side: bool) -> list[np.ndarray]:
+        """The wanted outputs for these rows; in halves where the batch is over the row limit or runs
+        out of memory (runtime.out_of_memory)."""
+        return self._memory.run(ids, mask, wanted, lambda i, m: self._run_once(i, m, top, wanted, side_by_side))
 
-    def _run(self, ids: np.ndarray, mask: np.ndarray, k: int | None, cut: float,
-             session=None) -> SparseEmbeddings:
-        wanted = [OUT_TOP_VALUES, OUT_TOP_INDICES] if k else [OUT_NZ_INDEX, OUT_NZ_VALUE]
-        top = np.array([k or 1], dtype=np.int64)
-        first, second = self._outputs(ids, mask, top, wanted, session)
-        if k:
-            return _csr_from_topk(first, second, cut, self.dim, self.vocab)
-        return _csr_from_coo(first, second, cut, len(ids), self.dim, self.vocab)
-
-    def _outputs(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str], session):
-        """The wanted outputs for these rows. A batch over the placement's row limit (TensorRT's profile)
-        runs in halves; so does one that runs out of memory: split, retried and joined, with one
-        warning per encoder, and batches as large are split before they run from then on."""
-        rows = len(ids)
-        if rows > 1 and (rows > self._max_rows or ids.size >= self._oom_tokens):
-            return self._halves(ids, mask, top, wanted, session)
+    def _run_once(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str],
+                  side_by_side: bool) -> list[np.ndarray]:
         if ids.shape[1] % self._pad_multiple:
             width = -(-ids.shape[1] // self._pad_multiple) * self._pad_multiple
             ids = np.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=self.pad_id)
             mask = np.pad(mask, ((0, 0), (0, width - mask.shape[1])))
-        try:
-            if self._io_binding:
-                return self._run_bound(ids, mask, top, wanted)
-            if session is None:
-                small = self._small_enabled and ids.size <= SMALL_INPUT_TOKENS
-                # the native head still splits a query's vocab across every thread
-                session = self._twin(1, self._threads) if small else self.placement.session
+        if self._io_binding:
+            return self._run_bound(ids, mask, top, wanted)
+        session = self._schedule.session(ids.size, side_by_side)
+        with timed(self.clock, "device"):
             return session.run(wanted, {INPUT_IDS: ids, ATTENTION_MASK: mask, TOP_K: top}, self._run_options)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            if rows == 1:
-                raise DeviceError(f"one text of {ids.shape[1]} tokens runs out of memory on {self.device} "
-                                  f"({first_line(e)}); raise gpu_mem_limit or lower max_length") from None
-            self._out_of_memory(ids.shape, e)
-            return self._halves(ids, mask, top, wanted, session)
 
-    def _halves(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str], session):
-        half = len(ids) // 2
-        parts = []
-        for rows in (slice(0, half), slice(half, None)):
-            width = max(1, int(mask[rows].sum(axis=1).max()))  # each half padded to its own longest row
-            parts.append(self._outputs(ids[rows, :width], mask[rows, :width], top, wanted, session))
-        (a_first, a_second), (b_first, b_second) = parts
-        if wanted[0] == OUT_TOP_VALUES:  # [rows, k] each
-            return np.concatenate([a_first, b_first]), np.concatenate([a_second, b_second])
-        b_first = b_first.copy()  # non-zeros: [2, nnz] (row, column) coordinates and [nnz] values
-        b_first[0] += half
-        return np.concatenate([a_first, b_first], axis=1), np.concatenate([a_second, b_second])
-
-    def _out_of_memory(self, shape: tuple[int, ...], error: BaseException) -> None:
-        self._oom_tokens = min(self._oom_tokens, shape[0] * shape[1])
-        message = (f"splade-rt: a batch of {shape[0]} texts x {shape[1]} tokens ran out of memory on {self.device} "
-                   f"({first_line(error)}); running it in halves, and splitting batches of {self._oom_tokens} "
-                   "padded tokens or more before they run (a lower batch_size or max_batch_tokens, or a higher "
-                   "gpu_mem_limit, avoids this)")
-        if self._oom_warned:
-            logger.info(message)
-        else:
-            self._oom_warned = True
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-
-    def _twin(self, threads: int, head_threads: int | None = None):
-        key = (threads, head_threads or threads)
-        if key not in self._twins:
-            with self._twin_lock:
-                if key not in self._twins:
-                    self._twins[key] = cpu_twin(self.placement, self.manifest, threads, self._spinning, key[1])
-        return self._twins[key]
-
-    def _run_bound(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str]):
+    def _run_bound(self, ids: np.ndarray, mask: np.ndarray, top: np.ndarray, wanted: list[str]) -> list[np.ndarray]:
         """Inputs copied to the device once; only the wanted (small) outputs are bound to host memory:
         the [batch, vocab] tensor is never bound, so it never leaves the device."""
         import onnxruntime as ort
 
-        memory = self.placement.spec.memory
-        index = self.placement.device_id if memory != "cpu" else 0
-        binding = self.placement.session.io_binding()  # one per call: encode stays thread-safe
-        binding.bind_ortvalue_input(INPUT_IDS, ort.OrtValue.ortvalue_from_numpy(ids, memory, index))
-        binding.bind_ortvalue_input(ATTENTION_MASK, ort.OrtValue.ortvalue_from_numpy(mask, memory, index))
-        binding.bind_cpu_input(TOP_K, top)  # a shape input: TopK reads k from host memory
-        for name in wanted:
-            binding.bind_output(name, "cpu")
-        self.placement.session.run_with_iobinding(binding, self._run_options)
-        return [value.numpy() for value in binding.get_outputs()]
-
-def _csr_from_topk(values: np.ndarray, indices: np.ndarray, cut: float, dim: int, vocab) -> SparseEmbeddings:
-    keep = values > cut
-    cols = np.where(keep, indices, dim)  # dropped entries sort last
-    order = np.argsort(cols, axis=1, kind="stable")
-    cols = np.take_along_axis(cols, order, axis=1)
-    vals = np.take_along_axis(values, order, axis=1)
-    keep = cols < dim
-    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-    return SparseEmbeddings(indptr, cols[keep], vals[keep], dim, vocab)
+        session = self.placement.session
+        with timed(self.clock, "bind"):
+            memory = self.placement.spec.memory
+            index = self.placement.device_id if memory != "cpu" else 0
+            binding = session.io_binding()  # one per call: encode stays thread-safe
+            binding.bind_ortvalue_input(INPUT_IDS, ort.OrtValue.ortvalue_from_numpy(ids, memory, index))
+            binding.bind_ortvalue_input(ATTENTION_MASK, ort.OrtValue.ortvalue_from_numpy(mask, memory, index))
+            binding.bind_cpu_input(TOP_K, top)  # a shape input: TopK reads k from host memory
+            for name in wanted:
+                binding.bind_output(name, "cpu")
+        with timed(self.clock, "device"):
+            session.run_with_iobinding(binding, self._run_options)
+        with timed(self.clock, "bind"):
+            return [value.numpy() for value in binding.get_outputs()]
 
 
-def tokenizer_is_serial() -> bool:
-    """tokenizers' own reading of TOKENIZERS_PARALLELISM: threads on unless set to one of these."""
-    value = os.environ.get("TOKENIZERS_PARALLELISM")
-    return value is not None and value.strip().lower() in ("", "off", "false", "f", "no", "n", "0")
+@dataclass(frozen=True)
+class _Batch:
+    rows: np.ndarray  # the texts' indices in the call, in batch order
+    ids: np.ndarray
+    mask: np.ndarray
 
 
-def _csr_from_coo(coords: np.ndarray, values: np.ndarray, cut: float, rows: int, dim: int, vocab) -> SparseEmbeddings:
-    keep = values > cut  # NonZero is row-major: columns already ascend within a row
-    row = coords[0][keep]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=rows))])
-    return SparseEmbeddings(indptr, coords[1][keep], values[keep], dim, vocab)
+class _Call:
+    """One encode call: its texts and options, and the rows its batches have given so far.
+
+    Tokenizing runs on the pipeline's tokenizer thread and graph runs on its run threads; cutting,
+    padding and assembling stay on the calling thread, so the state below needs no lock."""
+
+    def __init__(self, encoder: SpladeEncoder, texts: list[str], k: int | None, cut: float, batch_size: int) -> None:
+        self.enc, self.texts, self.k, self.cut, self.batch_size = encoder, texts, k, cut, batch_size
+        self.wanted = [OUT_TOP_VALUES, OUT_TOP_INDICES] if k else [OUT_NZ_INDEX, OUT_NZ_VALUE]
+        self.top = np.array([k or 1], dtype=np.int64)
+        self.side_by_side = False
+        self.truncated = 0
+        self.rows: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.bar: Any = None
+
+    def encode(self, bar: Any) -> SparseEmbeddings:
+        enc, self.bar = self.enc, bar
+        windows = text_windows(np.fromiter(map(len, self.texts), dtype=np.int64, count=len(self.texts)),
+                               self.batch_size)
+        first = self.tokenize(windows[0])
+        if len(windows) == 1 and len(first[1]) <= 1:  # one batch (a query): nothing to overlap
+            for batch in self.batches(first):
+                self.finish(batch, self.run(batch))
+        else:
+            self.side_by_side = enc.workers > 1
+            run_pipelined(first, windows[1:], self.tokenize, self.batches, self.run, self.finish, enc.workers)
+        with timed(enc.clock, "assemble"):
+            result = gather_rows(len(self.texts), self.rows, self.counts, self.cols, self.vals, enc.dim, enc.vocab,
+                                 self.truncated)
+        if bar is not None:
+            bar.update(len(self.texts) - bar.n)  # the texts with nothing to encode
+        return result
+
+    def tokenize(self, window: np.ndarray) -> tuple[Tokens, list[np.ndarray]]:
+        """A window's tokens and its batches (positions in the window), on the tokenizer thread."""
+        enc = self.enc
+        tokens = enc._tokens.tokens(self.texts, window, enc.clock)
+        with timed(enc.clock, "pack"):
+            parts = window_batches(tokens.lengths, enc._tokens.special, self.batch_size, enc.max_batch_tokens)
+        return tokens, parts
+
+    def batches(self, tokenized: tuple[Tokens, list[np.ndarray]]) -> Iterator[_Batch]:
+        """The window's batches, each padded when it is next to run (the calling thread)."""
+        tokens, parts = tokenized
+        self.truncated += tokens.truncated
+        for part in parts:
+            with timed(self.enc.clock, "pack"):
+                ids, mask = pad_flat(tokens.ids, tokens.starts[part], tokens.lengths[part], self.enc.pad_id)
+            yield _Batch(tokens.rows[part], ids, mask)
+
+    def run(self, batch: _Batch) -> list[np.ndarray]:
+        """The batch's graph outputs (a run thread); an error names the batch's texts."""
+        try:
+            return self.enc._run(batch.ids, batch.mask, self.top, self.wanted, self.side_by_side)
+        except OneTextOutOfMemory as e:
+            raise DeviceError(f"text {int(batch.rows[e.row])}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - re-raised as its own kind, naming the texts
+            raise _naming(e, batch.rows) from None
+
+    def finish(self, batch: _Batch, outputs: list[np.ndarray]) -> None:
+        """The batch's rows from its outputs (the calling thread, while later batches run)."""
+        with timed(self.enc.clock, "assemble"):
+            if self.k:
+                counts, cols, vals = rows_from_topk(outputs[0], outputs[1], self.cut)
+            else:
+                counts, cols, vals = rows_from_nonzeros(outputs[0], outputs[1], self.cut, len(batch.rows))
+            self.rows.append(batch.rows)
+            self.counts.append(counts)
+            self.cols.append(cols)
+            self.vals.append(vals)
+        if self.bar is not None:
+            self.bar.update(len(batch.rows))
+
+
+def _naming(error: Exception, rows: np.ndarray) -> Exception:
+    """The error as the same kind of exception, its one line led by the batch's texts."""
+    picked = np.sort(rows)
+    if len(picked) == 1:
+        where = f"text {int(picked[0])}"
+    else:
+        more = f" and {len(picked) - 3} more" if len(picked) > 3 else ""
+        where = f"texts {', '.join(map(str, picked[:3].tolist()))}{more} (one batch)"
+    message = f"{where}: {first_line(error)}"
+    try:
+        return type(error)(message)
+    except Exception:  # noqa: BLE001 - an exception type that wants other arguments
+        return RuntimeError(message)
 
 
 def _row_norms(x: SparseEmbeddings) -> np.ndarray:
@@ -382,50 +386,6 @@ def _as_batch(x: SparseEmbeddings | SparseVector, dim: int) -> SparseEmbeddings:
         return SparseEmbeddings(np.array([0, len(x)]), x.indices, x.values, x.dim, x.vocab)
     raise TypeError(f"expected SparseEmbeddings or SparseVector, not {type(x).__name__}")
 
+
 def _check_top_k(top_k: Any) -> int | None:
     return None if top_k is None else positive_int(top_k, "top_k")
-
-
-def _load_tokenizer(path: Path, max_length: int):
-    from tokenizers import Tokenizer
-
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
-        raise ExportDirError(f"{path}: not a valid tokenizers file ({str(e)[:160]})") from None
-    tokenizer.no_padding()  # we pad per batch to its longest row
-    tokenizer.enable_truncation(max_length)
-    return tokenizer
-
-
-class _Vocab(Sequence):
-    """id -> token, built on first use (decode, rank_features) rather than at load."""
-
-    def __init__(self, tokenizer, size: int) -> None:
-        self._tokenizer, self._size, self._tokens = tokenizer, size, None
-
-    def _table(self) -> list[str]:
-        if self._tokens is None:
-            tokens = [f"[unused:{i}]" for i in range(self._size)]
-            for token, i in self._tokenizer.get_vocab().items():
-                if i < self._size:
-                    tokens[i] = token
-            self._tokens = tokens
-        return self._tokens
-
-    def __getitem__(self, i):
-        return self._table()[i]
-
-    def __len__(self) -> int:
-        return self._size
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        logger.warning("splade-rt: show_progress_bar needs tqdm (pip install tqdm); encoding without it")
-        return None
-    return tqdm(total=total, desc="Encoding", unit="text")

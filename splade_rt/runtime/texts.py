@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -18,13 +18,15 @@ def check_texts(texts: Any) -> list[str]:
     return texts
 
 
-def raise_invalid_unicode(texts: list[str]) -> None:
+def raise_invalid_unicode(texts: Sequence[str], positions: Sequence[int] | None = None) -> None:
     """Name the first text that is not valid Unicode (a lone surrogate, as badly decoded or scraped text
-    holds). An error rather than a silent repair: which replacement is right is the caller's choice."""
+    holds). An error rather than a silent repair: which replacement is right is the caller's choice.
+    positions: each text's index in the caller's list, where texts is a part of it."""
     for i, text in enumerate(texts):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise ValueError(f"texts[{i}] is not valid Unicode: {text[e.start]!r} at character {e.start} is a lone "
+            where = i if positions is None else int(positions[i])
+            raise ValueError(f"texts[{where}] is not valid Unicode: {text[e.start]!r} at character {e.start} is a lone "
                              "surrogate; repair the text first, e.g. text.encode('utf-8', 'replace').decode()"
                              ) from None

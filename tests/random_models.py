@@ -1,4 +1,6 @@
-"""Random-weight SPLADE models of every supported family, for tests and benchmarks (no hub here).
+"""The models the tests build (no hub here): random-weight SPLADE models of every supported family,
+and a model saved in sentence-transformers' layouts. The benchmarks build theirs with these too
+(benchmarks.common puts this folder on the import path); this file imports nothing from them.
 
 Each model gets a tokenizer of its family's kind (WordPiece for BERT and DistilBERT, byte-level BPE
 for RoBERTa and ModernBERT, Unigram for XLM-RoBERTa), trained on a little text, and a SPLADE-like
@@ -8,9 +10,11 @@ vocabulary per token; z=4 for a 30k vocabulary: a handful). The positives come f
 state, not the bias, so a wrong body, mask or tokenizer changes the vector and a parity test fails.
 
 Layouts: "transformers" (a *ForMaskedLM directory), "st-old" (sentence-transformers MLMTransformer +
-SpladePooling, as sentence-transformers 5 wrote it), "st-new" (Transformer with the fill-mask task,
-saved by the installed sentence-transformers) and "router" (an inference-free model: a Router whose
-query route is a SparseStaticEmbedding table and whose document route is the MLM).
+SpladePooling, as sentence-transformers 5 wrote it: written by hand, since users still have such
+directories), "st-new" (Transformer with the fill-mask task, saved by the installed
+sentence-transformers) and "router" (an inference-free model: a Router whose query route is a
+SparseStaticEmbedding table and whose document route is the MLM). sentence_transformers_copy saves
+any *ForMaskedLM directory (the bundled model's) in the current layout.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "modernbert")
-LAYOUTS = ("transformers", "st-old", "st-new", "router")
 
 _BERT_SPECIAL = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 _ROBERTA_SPECIAL = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
@@ -171,8 +174,16 @@ def write_st_old(directory: Path, activation: str, *, max_length: int | None, lo
         {"pooling_strategy": "max", "activation_function": activation, "word_embedding_dimension": vocab}))
 
 
+def sentence_transformers_copy(model_dir: Path, out: Path) -> Path:
+    """A transformers *ForMaskedLM directory saved as a sentence-transformers SparseEncoder in the
+    installed version's layout (the fill-mask Transformer + SpladePooling max), to run
+    sentence-transformers on the same weights."""
+    return _save_st(Path(model_dir), Path(out), "st-new", "relu", None, False, 0)
+
+
 def _save_st(model_dir: Path, directory: Path, layout: str, activation: str, max_length: int | None,
              lowercase: bool, seed: int) -> Path:
+    """The current layout: sentence-transformers 6 deprecates MLMTransformer for this Transformer."""
     import torch
     from sentence_transformers import SparseEncoder
     from sentence_transformers.base.modules import Router, Transformer
