@@ -103,7 +103,6 @@ def test_inference_free_queries_run_no_graph_and_equal_sentence_transformers(inf
         got = enc.encode_query(queries, top_k=top_k)
         expected = st.encode_query(queries, convert_to_tensor=True, max_active_dims=top_k).to_dense().numpy()
         np.testing.assert_array_equal(got.to_dense(), expected)
-    assert enc._twins == {}
     single = enc.encode_query("what is the capital city")
     np.testing.assert_array_equal(single.to_dense(), st.encode_query(["what is the capital city"],
                                                                      convert_to_tensor=True).to_dense().numpy())

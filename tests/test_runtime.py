@@ -265,7 +265,7 @@ def test_cosine_similarity_normalizes_each_row(export_dir):
 def test_bad_text_input(enc):
     assert len(enc.encode([])) == 0
     empty = enc.encode("")
-    assert len(empty) == 1 and empty.nnz > 0  # [CLS] [SEP] is a valid vector
+    assert len(empty) == 1 and empty.nnz == 0  # nothing to encode: no terms (test_pipeline has the rule)
     with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
         enc.encode(["fine", None])
     with pytest.raises(TypeError, match=r"texts\[0\] is bytes"):
