@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     export = cached_export(None, CACHE / "export", log=lambda _: None, int8=True)  # benchmarks.run's export
     started = time.perf_counter()
     report = host_ceiling(export, passages, batch_size=args.batch_size, repeats=args.repeats)
-    report.update(date=DATE, command="python -m benchmarks.host_ceiling " + " ".join(argv or sys.argv[1:]),
+    given = sys.argv[1:] if argv is None else argv
+    report.update(date=DATE, command=" ".join(["python -m benchmarks.host_ceiling", *given]),
                   wall_s=time.perf_counter() - started)
     slug = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,8 @@ overlaps the graph runs of this one (runtime.pipeline): texts ordered by charact
 first, cut into windows of one batch, then twice, four times ... as many texts (at most
 MAX_WINDOW_TEXTS), each window sorted by its exact token counts. The first window is small, so the
 device starts after one batch's tokenizing; later ones are large, so they sort nearly as well as
-one sort of every text would. On SciFact at batch 256 (512 tokens), the padding over the real
-tokens: 3% with one sort of all texts, 27% with windows of 256 texts, 7% with these windows;
-at the CPU's token budget all three are within 0.2% (the token budget cuts small batches).
+one sort of every text would (benchmarks.host_ceiling records the padded tokens of both; at the
+CPU's token budget, where batches are a few texts each, the two are about the same).
 """
 
 from __future__ import annotations
