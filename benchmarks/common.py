@@ -38,13 +38,12 @@ def collection_texts(name: str, documents: int | None = None,
 
 
 def load_texts(quick: bool) -> tuple[list[str], list[str]]:
-    """Passages from SciFact and Vaswani (mean ~ NQ passage length), queries from their query sets."""
+    """Passages from SciFact and Vaswani (mean ~ NQ passage length), queries from their query sets:
+    the texts splade-bench times by default (splade_rt.bench.cli.figure_texts)."""
+    from splade_rt.bench.cli import figure_texts
+
     n_pass, n_query = (32, 10) if quick else (512, 200)
-    passages, queries = [], []
-    for name in ("scifact", "vaswani"):
-        docs, qs = collection_texts(name, n_pass // 2, n_query // 2)
-        passages += docs
-        queries += qs
+    passages, queries = figure_texts(SHARED, n_pass, n_query)
     if not passages:  # no shared data: the exporter's parity texts, still real text
         from splade_rt.export.texts import PASSAGES, QUERIES
 

@@ -64,12 +64,13 @@ def form_error(name: str, model) -> str | None:
 def _graphs(model_dir: Path, work: Path, names: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
     """The named graphs, and why any could not be made."""
     from splade_rt.export.graph import CPU_UNFUSED, export_body, optimize_body, quantize_encoder
-    from splade_rt.export.reference import load_mlm
+    from splade_rt.export.heads import export_head
     from splade_rt.export.source import resolve_source
 
     source = resolve_source(str(model_dir))
-    mlm = load_mlm(source)
-    body = export_body(mlm, source.architecture, work / "body.onnx")
+    head = export_head(source)
+    mlm = head.load(source)
+    body = export_body(head.states(mlm, source), mlm.config.vocab_size, work / "body.onnx")
     graphs, skipped = {}, {}
     for name in names:
         spec = GRAPHS[name]

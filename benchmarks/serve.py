@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splade_rt.bench.measure import machine_info
+from splade_rt.machine import machine_info
 
 from .common import CACHE, REPO, cached_export, collection_texts, save_figure, script_parser
 
@@ -44,36 +44,28 @@ def closed_loop(call, texts: list[str], clients: int, seconds: float, warmup: fl
     """`clients` threads, each calling call(text) back to back over its share of the texts: the calls
     that ended in the timed window [warmup, warmup + seconds), their count and latencies (counted by
     their end, a call that waited through the whole window still counts: a slow caller's wait shows)."""
+    from fan_out import in_threads  # tests/, on the import path through benchmarks.common
+
     latencies: list[list[float]] = [[] for _ in range(clients)]
     done = [0] * clients  # every call, the warm-up's too (for texts per CPU-second)
     start = time.perf_counter()
     window = (start + warmup, start + warmup + seconds)
-    errors: list[BaseException] = []
 
     def client(c: int) -> None:
         i = c
         mine = latencies[c]
-        try:
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= window[1]:
-                    return
-                call(texts[i % len(texts)])
-                done[c] += 1
-                t1 = time.perf_counter()
-                if window[0] <= t1 < window[1]:
-                    mine.append(t1 - t0)
-                i += clients
-        except BaseException as e:  # noqa: BLE001 - re-raised below, in the benchmark's thread
-            errors.append(e)
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= window[1]:
+                return
+            call(texts[i % len(texts)])
+            done[c] += 1
+            t1 = time.perf_counter()
+            if window[0] <= t1 < window[1]:
+                mine.append(t1 - t0)
+            i += clients
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    in_threads(client, clients)  # a client's error is re-raised here, in the benchmark's thread
     return {**summary([x for mine in latencies for x in mine], seconds), "all_calls": sum(done)}
 
 
@@ -209,17 +201,15 @@ def cost_by_batch(export: Path, variant: str, texts: list[str], sizes=(1, 8, 64)
 
 def check_batcher(encoder, batcher, texts: list[str], clients: int) -> dict:
     """Each text through the batcher (concurrently, so they share runs) against its single-text encode."""
+    from fan_out import in_threads  # tests/, on the import path through benchmarks.common
+
     results: list = [None] * len(texts)
 
     def work(c: int) -> None:
         for i in range(c, len(texts), clients):
             results[i] = batcher.encode_query(texts[i])
 
-    threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, clients)
     rows = [(r.indices, r.values) for r in results]
     return compare(encoder, texts, rows)
 

@@ -9,7 +9,7 @@ pulls in only numpy; tokenizers and onnxruntime load when an encoder is created.
 """
 
 from .errors import DatasetError, DeviceError, ExportDirError, ModelSourceError, SpladeError
-from .runtime import SparseEmbeddings, SparseVector, SpladeEncoder
+from .runtime import SparseAndDense, SparseEmbeddings, SparseVector, SpladeEncoder
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "DeviceError",
     "ExportDirError",
     "ModelSourceError",
+    "SparseAndDense",
     "SparseEmbeddings",
     "SparseVector",
     "SpladeEncoder",

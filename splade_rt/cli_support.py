@@ -39,6 +39,7 @@ EXTRAS = {
     "torch": "export", "transformers": "export", "onnx": "export", "safetensors": "export",
     "huggingface_hub": "export", "sympy": "export", "scipy": "eval", "sentence_transformers": "bench",
     "matplotlib": "bench", "ray": "distributed", "pyarrow": "distributed", "qdrant_client": "qdrant",
+    "uvicorn": "serve", "starlette": "serve", "prometheus_client": "serve", "orjson": "serve",
 }
 
 Command = Callable[[argparse.Namespace], "int | None"]
@@ -54,10 +55,7 @@ def device_help(default: str = "auto") -> str:
     """--device's help, from the provider table (runtime.providers), with this command's default."""
     from .runtime.providers import device_help as table_help
 
-    text = table_help()
-    if default != "auto":  # the table's text ends with its own default, auto
-        text = text.rsplit(" (default:", 1)[0] + f" (default: {default})"
-    return text
+    return table_help(default)
 
 
 def device_arg(text: str) -> str:

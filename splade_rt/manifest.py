@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportDirError
+from .heads import DEFAULT_HEADS, HEADS, ROUTES, Head
 from .variants import VARIANTS, Variant
 
 MANIFEST_NAME = "splade.json"
@@ -26,8 +27,10 @@ MANIFEST_NAME = "splade.json"
 # 3: the fp32-native variant (a states graph and the native head's arrays).
 # 4: the int8-native variant (the int8 encoder's states graph, the same head).
 # 5: graphs record their precision only, no execution providers (versions 2-4 list them: ignored).
+# 6: model.heads, the head kind of each route (heads.HEADS); earlier versions: SPLADE's head, and the
+#    lookup for queries where a query table is present.
 # Version 1 manifests (BERT only) parse with the defaults that version implied.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 # Graph interface, fixed since format version 1.
 INPUT_IDS = "input_ids"
@@ -38,6 +41,7 @@ OUT_TOP_VALUES = "top_values"  # [batch, k] float32, descending
 OUT_TOP_INDICES = "top_indices"  # [batch, k] int64
 OUT_NZ_INDEX = "nonzero_index"  # [2, nnz] int64 (row, column), row-major order
 OUT_NZ_VALUE = "nonzero_value"  # [nnz] float32
+OUT_DENSE = "dense"  # [batch, hidden] float32: only the graphs of a head with a dense vector (heads.Head.dense)
 
 # the native variants (variants.Variant.native) are states graphs ([batch, seq, hidden]) whose head
 # runs in kernels/_head.c, with the manifest's native_head arrays; the others are fused graphs with
@@ -72,6 +76,10 @@ class ModelInfo:
     pooling: str
     activation: str
     similarity: str
+    heads: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADS))  # route -> heads.HEADS name
+
+    def head(self, route: str = "document") -> Head:
+        return HEADS[self.heads[route]]
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,7 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         vocab_size=m.int("vocab_size", minimum=1), hidden_size=m.int("hidden_size", minimum=1),
         num_layers=m.int("num_layers", minimum=1), pooling=m.choice("pooling", ("max",)),
         activation=m.choice("activation", ACTIVATIONS), similarity=m.choice("similarity", SIMILARITIES),
+        heads=_heads(m, data, path),
     )
     tokenizer = TokenizerInfo(
         file=t.str("file"), max_length=t.int("max_length", minimum=2), lowercase=t.bool("lowercase"),
@@ -206,6 +215,20 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
                     files=files, query_table=query_table, native_head=native_head,
                     source=dict(data.get("source") or {}), graph_info=dict(data.get("graph") or {}),
                     parity=dict(data.get("parity") or {}))
+
+
+def _heads(m: _Fields, data: dict, path: Path) -> dict[str, str]:
+    """model.heads (format 6), or what older formats implied: SPLADE's head, the lookup for queries
+    where a query table is present. A route's head must be a HEADS row; documents run a graph."""
+    if "heads" not in m.data:
+        return {**DEFAULT_HEADS, **({"query": "static-lookup"} if data.get("query_table") is not None else {})}
+    h = m.section("heads")
+    heads = {route: h.choice(route, tuple(HEADS)) for route in ROUTES}
+    if not HEADS[heads["document"]].graph:
+        raise h._fail("document", f"is {heads['document']!r}, which runs no graph; documents need a graph head")
+    if (heads["query"] == "static-lookup") != (data.get("query_table") is not None):
+        raise h._fail("query", "and query_table disagree (the static-lookup head is the query table)")
+    return heads
 
 
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:

@@ -39,6 +39,7 @@ class ParityBar:
     vs_max_abs_diff: float | None = None
     vs_max_rel_diff: float | None = None
     vs_same_nonzero: bool = False
+    dense_min_cosine: float = 0.99  # a lossy variant's dense vectors (heads with one); exact ones: DENSE_BAR
     note: str | None = None  # how the CPU check falls short of the device the variant is for
 
     def describe(self, top: int) -> str:
@@ -59,6 +60,7 @@ class ParityBar:
 
 FP32_BAR = 1e-4  # exact variants: of the largest reference value, against torch
 SAME_GRAPH_BAR = 1e-5  # two graphs over the same encoder: the screened head, the native head
+DENSE_BAR = 1e-5  # exact variants' dense vectors (a head with one, heads.Head.dense), max abs diff vs torch
 FP16_CPU_NOTE = (
     "onnxruntime CPUExecutionProvider on the fp16 graph: checks the fp16 weights, graph and fp16 TopK/outputs "
     "wiring; the CPU EP casts ops without fp16 kernels to fp32, so fp16 arithmetic itself is exercised only "

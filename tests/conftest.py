@@ -93,26 +93,3 @@ def make_tiny_model(directory: Path, *, tied: bool = True, layout: str = "transf
     if layout == "sentence-transformers":
         write_st_old(directory, activation, max_length=48, lowercase=False, vocab=len(vocab))
     return directory
-
-
-def in_threads(work, count: int) -> list:
-    """work(i) for i in range(count), each on its own thread, all at once: their results in order.
-    An exception in any thread fails the caller's test (re-raised here), not just that thread."""
-    import threading
-
-    results, errors = [None] * count, []
-
-    def run(i: int) -> None:
-        try:
-            results[i] = work(i)
-        except Exception as e:  # noqa: BLE001 - re-raised in the test's thread below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results

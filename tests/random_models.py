@@ -8,6 +8,10 @@ head: the vocab projection is rescaled so that logits have unit spread over real
 is set around -z, so most logits are negative and a few per token are positive (z=2: ~2% of the
 vocabulary per token; z=4 for a 30k vocabulary: a handful). The positives come from the token's
 state, not the bias, so a wrong body, mask or tokenizer changes the vector and a parity test fails.
+A multilingual-size vocabulary (LARGE_VOCABS: 105,879 for BERT, 250,002 for XLM-R) is the trained
+tokenizer padded with filler tokens no text reaches (pad_vocabulary): every id up to vocab - 1 has a
+random decoder row like the others, so the fillers are output terms too (z=4.5 for 250k: about one
+positive logit per token).
 
 Layouts: "transformers" (a *ForMaskedLM directory), "st-old" (sentence-transformers MLMTransformer +
 SpladePooling, as sentence-transformers 5 wrote it: written by hand, since users still have such
@@ -25,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "modernbert")
+# multilingual vocabulary sizes (make_model's vocab=): bert-base-multilingual-uncased's and XLM-R's
+LARGE_VOCABS = {"bert": 105_879, "xlm-roberta": 250_002}
 
 _BERT_SPECIAL = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 _ROBERTA_SPECIAL = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
@@ -44,8 +50,9 @@ def training_text() -> list[str]:
     return QUERIES + PASSAGES + [extra, extra.upper(), extra.title()]
 
 
-def make_tokenizer(family: str, directory: Path, max_length: int, vocab_size: int = 700):
-    """A fast tokenizer of the family's kind, saved to directory; returns the transformers tokenizer."""
+def make_tokenizer(family: str, directory: Path, max_length: int, vocab_size: int = 700, pad_to: int | None = None):
+    """A fast tokenizer of the family's kind, saved to directory; returns the transformers tokenizer.
+    pad_to: fill the trained vocabulary up to that many ids with filler tokens (pad_vocabulary)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -74,10 +81,33 @@ def make_tokenizer(family: str, directory: Path, max_length: int, vocab_size: in
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))])
+    if pad_to is not None:
+        tok = pad_vocabulary(tok, pad_to)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length,
                                    **{f"{role}_token": token for role, token in special.items()})
     fast.save_pretrained(str(directory))
     return fast
+
+
+def pad_vocabulary(tok, size: int):
+    """The tokenizer with filler tokens "[unused<i>]" appended to its model's vocabulary, so that ids up
+    to size - 1 exist (a multilingual model's vocabulary size on a tokenizer trained on a little text).
+    No text tokenizes to a filler (WordPiece and byte-level BPE never reach them: the pre-tokenizers
+    split off "[" and no merge builds them; Unigram scores them far below any segmentation), so the
+    inputs are the trained tokenizer's, while the decoder has a row, and an output weight, for every id."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    have = len(vocab)
+    if size < have:
+        raise ValueError(f"pad_to {size} is below the trained vocabulary's {have} tokens")
+    fillers = [f"[unused{i}]" for i in range(size - have)]
+    if isinstance(vocab, list):  # Unigram: [piece, log-probability] rows, the id is the row
+        vocab.extend([filler, -1000.0] for filler in fillers)
+    else:
+        vocab.update({filler: have + i for i, filler in enumerate(fillers)})
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def _config(family: str, vocab: int, special: dict[str, int], hidden: int, layers: int, heads: int, positions: int):
@@ -105,9 +135,10 @@ def _config(family: str, vocab: int, special: dict[str, int], hidden: int, layer
 def make_model(family: str, directory: Path, *, layout: str = "transformers", activation: str = "relu",
                hidden: int = 32, layers: int = 2, heads: int = 2, max_length: int = 64, z: float = 2.0,
                seed: int = 0, tokenizer_dir: Path | None = None, st_max_length: int | None = None,
-               lowercase: bool = False) -> Path:
+               lowercase: bool = False, vocab: int | None = None) -> Path:
     """Build, save and return a random SPLADE model directory (see the module docstring).
-    tokenizer_dir: reuse that tokenizer (e.g. the bundled WordPiece vocabulary) instead of training one."""
+    tokenizer_dir: reuse that tokenizer (e.g. the bundled WordPiece vocabulary) instead of training one.
+    vocab: pad the trained tokenizer's vocabulary to that many ids (pad_vocabulary; LARGE_VOCABS)."""
     import torch
     import transformers
     from transformers import AutoTokenizer
@@ -118,7 +149,7 @@ def make_model(family: str, directory: Path, *, layout: str = "transformers", ac
     model_dir = directory if layout in ("transformers", "st-old") else directory.with_name(directory.name + "-mlm")
     model_dir.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is None:
-        tok = make_tokenizer(family, model_dir, max_length)
+        tok = make_tokenizer(family, model_dir, max_length, pad_to=vocab)
     else:
         tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         tok.model_max_length = max_length
@@ -151,10 +182,27 @@ def _splade_like_head(model, arch, tok, z: float, seed: int) -> None:
     states = states[enc["attention_mask"].bool()]
     decoder = arch.attribute(model, arch.decoder)
     with torch.no_grad():
-        decoder.weight.mul_(1.0 / float((states @ decoder.weight.T).std()))
+        decoder.weight.mul_(1.0 / _logit_std(states, decoder.weight))
         bias = decoder.bias if decoder.bias is not None else arch.attribute(model, arch.bias)
         generator = torch.Generator().manual_seed(seed)
         bias.copy_(-z + 0.3 * torch.randn(bias.shape, generator=generator))
+
+
+def _logit_std(states, weight, cells: int = 1 << 26) -> float:
+    """The standard deviation of states @ weight.T; in vocab chunks of float64 sums where the logits
+    would pass `cells` numbers (a large vocabulary: [tokens, 250k] is gigabytes)."""
+    import torch
+
+    if states.shape[0] * weight.shape[0] <= cells:
+        return float((states @ weight.T).std())
+    step = max(1, cells // states.shape[0])
+    total = squares = 0.0
+    for start in range(0, weight.shape[0], step):
+        logits = (states @ weight[start:start + step].T).to(torch.float64)
+        total += float(logits.sum())
+        squares += float((logits * logits).sum())
+    n = states.shape[0] * weight.shape[0]
+    return float(((squares - total * total / n) / (n - 1)) ** 0.5)
 
 
 def write_st_old(directory: Path, activation: str, *, max_length: int | None, lowercase: bool, vocab: int) -> None:
@@ -217,3 +265,63 @@ def max_abs_and_nonzero(reference: np.ndarray, candidate: np.ndarray,
     same = bool(((reference > boundary) <= (candidate != 0)).all()
                 and ((candidate > boundary) <= (reference != 0)).all())
     return diff, diff / (scale or 1.0), same
+
+
+def make_bge_m3(directory: Path, *, layout: str = "hub", hidden: int = 32, layers: int = 2, heads: int = 2,
+                max_length: int = 64, bias: float = -0.4, seed: int = 0) -> Path:
+    """A random model in bge-m3's layout: an XLM-RoBERTa encoder (XLMRobertaModel) with its tokenizer, and
+    the heads FlagEmbedding reads beside it: sparse_linear.pt (Linear(hidden, 1)) and colbert_linear.pt
+    (FlagEmbedding loads the sparse head only when both are there). The sparse linear is scaled so the
+    tokens' weights have unit spread, centred at `bias`: about a third of them get a weight and the rest
+    none; it leans towards the special tokens' states, which get large weights. So a wrong state, id or
+    special-token rule changes the lexical weights.
+    layout "hub": as BAAI/bge-m3 is published, with sentence-transformers' dense modules (Transformer,
+    Pooling on [CLS], Normalize) beside it; "flagembedding": as FlagEmbedding's fine-tuning saves it."""
+    import torch
+    import transformers
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer("xlm-roberta", directory, max_length)
+    tok.add_special_tokens({"bos_token": "<s>", "eos_token": "</s>"})  # as XLM-R's tokenizer names them
+    tok.save_pretrained(str(directory))
+    vocab = tok.get_vocab()
+    special = {role: vocab[getattr(tok, f"{role}_token")] for role in ("pad", "cls", "sep", "unk", "mask")}
+    torch.manual_seed(seed)
+    config = _config("xlm-roberta", len(vocab), special, hidden, layers, heads, max_length)
+    config.architectures = ["XLMRobertaModel"]
+    model = transformers.XLMRobertaModel._from_config(config, attn_implementation="eager").eval()
+    model.save_pretrained(str(directory))
+    enc = tok(training_text(), padding=True, truncation=True, return_tensors="pt")
+    real = enc["attention_mask"].bool()
+    special_ids = torch.tensor([special["cls"], special["sep"]])
+    with torch.no_grad():
+        states = model(**enc).last_hidden_state
+        special_tokens = real & torch.isin(enc["input_ids"], special_ids)
+        others = states[real & ~special_tokens]
+        # half random, half towards the special tokens' states: those get large weights, which only the
+        # special-token rule removes
+        toward = states[special_tokens].mean(0) - others.mean(0)
+        weight = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
+        weight = weight / weight.norm() + toward / toward.norm()
+        weight = weight / float((others @ weight).std())
+        sparse = torch.nn.Linear(hidden, 1)
+        sparse.weight.copy_(weight[None])
+        sparse.bias.fill_(bias - float((others @ weight).mean()))
+    torch.save(sparse.state_dict(), directory / "sparse_linear.pt")
+    torch.save(torch.nn.Linear(hidden, hidden).state_dict(), directory / "colbert_linear.pt")
+    if layout == "hub":
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                   {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+        (directory / "modules.json").write_text(json.dumps(modules))
+        (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length,
+                                                                         "do_lower_case": False}))
+        (directory / "1_Pooling").mkdir(exist_ok=True)
+        (directory / "1_Pooling" / "config.json").write_text(json.dumps(
+            {"word_embedding_dimension": hidden, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+        (directory / "2_Normalize").mkdir(exist_ok=True)
+    elif layout != "flagembedding":
+        raise ValueError(f"layout {layout!r}: expected hub or flagembedding")
+    return directory
+

@@ -48,7 +48,7 @@ def test_default_export_passes_parity_and_records_it(export_dir):
         assert parity[exact]["vs_fp32_graph"]["max_abs_diff"] <= 1e-5
     native_ran = "kernels/_head.c" in parity["fp32-native"]["method"]
     assert native_ran == (unavailable() is None), parity["fp32-native"]["method"]  # the kernel itself, where it runs
-    assert manifest.native_head == "native_head.npz" and manifest.format_version == 5
+    assert manifest.native_head == "native_head.npz" and manifest.format_version == 6
     assert [g.precision for g in manifest.graphs] == ["fp32", "fp32-screened", "fp32-native", "fp16"]
     assert manifest.model.vocab_size == 30522 and manifest.tokenizer.max_length == 512
     assert manifest.model.model_type == "bert" and manifest.query_table is None
@@ -232,22 +232,22 @@ def test_a_new_variant_is_one_table_row_and_its_build_function(tmp_path, monkeyp
     from splade_rt.export import graph
     from splade_rt.variants import VARIANTS, ParityBar, Variant
 
-    row = Variant("fp32-unchunked", "model.unchunked.onnx", bar=ParityBar(max_rel_diff=1e-4))  # exact
+    row = Variant("fp32-fused", "model.fused.onnx", bar=ParityBar(max_rel_diff=1e-4))  # exact
     monkeypatch.setitem(VARIANTS, row.name, row)
     built = []
 
-    def build(parts):  # the fp32 head over the whole vocab in one chunk
+    def build(parts):  # the fp32 head over the fused (GPU) encoder, every fusion on
         built.append(row.name)
-        return dataclasses.replace(parts, vocab_chunk=1 << 30).with_head(screened=False)
+        return parts.with_head(screened=False, encoder=parts.body)
 
     monkeypatch.setitem(graph.BUILDERS, row.name, build)
     tiny = make_tiny_model(tmp_path / "tiny")
     manifest = export_model(str(tiny), tmp_path / "out", fp16=False, log=lambda _: None)
-    assert built == [row.name] and manifest["files"]["model.unchunked.onnx"]["precision"] == row.name
+    assert built == [row.name] and manifest["files"]["model.fused.onnx"]["precision"] == row.name
     assert manifest["parity"][row.name]["passed"] and manifest["parity"][row.name]["bar"] == "max_rel_diff <= 0.0001"
     texts = ["what is the capital city", "the immune cell protein"]
     new = SpladeEncoder(tmp_path / "out", device="cpu", variant=row.name)
-    assert new.placement.file == "model.unchunked.onnx"
+    assert new.placement.file == "model.fused.onnx"
     want = SpladeEncoder(tmp_path / "out", device="cpu", variant="fp32").encode(texts).to_dense()
     np.testing.assert_allclose(new.encode(texts).to_dense(), want, atol=1e-5)
     assert SpladeEncoder(tmp_path / "out", device="cpu").placement.precision != row.name  # not in the CPU's order

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import DATA, in_threads
+from conftest import DATA
+from fan_out import in_threads
 
 from splade_rt import DeviceError, SpladeEncoder
 from splade_rt.bench.gpu import BindingSpy
@@ -129,7 +130,8 @@ def test_each_device_gets_its_graph_its_providers_and_its_name(manifest):
 
 def test_cuda_options_keep_the_arena_bounded_and_skip_per_shape_attention_plans(manifest):
     built = PROVIDERS["cuda"].options(target(manifest))
-    # sdpa_kernel 2: memory-efficient attention, never cuDNN's, which plans each new shape (README)
+    # sdpa_kernel 2: memory-efficient attention, never cuDNN's, which plans each new shape
+    # (docs/design/cuda-attention.md)
     assert built == {"device_id": 0, "arena_extend_strategy": "kNextPowerOfTwo", "use_tf32": 0, "sdpa_kernel": 2}
     limited = PROVIDERS["cuda"].options(target(manifest, gpu_mem_limit="2GiB"))
     assert limited["gpu_mem_limit"] == 2 * 2**30

@@ -111,11 +111,12 @@ def test_new_manifests_name_no_execution_provider_and_old_ones_that_do_still_loa
     """Which graph runs on which device is the provider table's order, not the manifest's: a new provider
     needs no re-export, and a format 4 manifest's provider lists change nothing."""
     data = json.loads((export_dir / "splade.json").read_text())
-    assert data["format_version"] == 5
+    assert data["format_version"] == 6
     assert not any("providers" in entry for entry in data["files"].values())
 
     def as_v4(data):  # what format 4 wrote: a provider list per graph, here one that says CUDA only
         data["format_version"] = 4
+        del data["model"]["heads"]  # format 6
         for entry in data["files"].values():
             if "precision" in entry:
                 entry["providers"] = ["CUDAExecutionProvider"]
@@ -141,3 +142,30 @@ def test_an_export_without_the_cpu_graphs_runs_the_fp32_graph_on_the_cpu(export_
     only_fp32 = edited(export_dir, tmp_path, fp32_only)
     shutil.copy(export_dir / "model.fp32.onnx", only_fp32)
     assert SpladeEncoder(only_fp32, device="cpu").placement.file == "model.fp32.onnx"
+
+
+def test_a_manifest_before_heads_reads_as_splades_head_and_the_lookup_for_queries(export_dir, tmp_path):
+    """Format 6 records each route's head kind (splade_rt.heads); earlier manifests imply SPLADE's."""
+    assert read_manifest(export_dir).model.heads == {"document": "splade-max", "query": "splade-max"}
+
+    def as_v5(data):
+        data["format_version"] = 5
+        del data["model"]["heads"]
+
+    old = edited(export_dir, tmp_path, as_v5)
+    assert read_manifest(old).model.heads == {"document": "splade-max", "query": "splade-max"}
+    assert SpladeEncoder(old, device="cpu").encode(["rain"]).nnz > 0
+
+
+@pytest.mark.parametrize("heads,problem", [
+    ({"document": "static-lookup", "query": "static-lookup"}, "which runs no graph"),
+    ({"document": "splade-max", "query": "static-lookup"}, "and query_table disagree"),
+    ({"document": "mystery", "query": "splade-max"}, "expected one of splade-max, token-max, static-lookup"),
+])
+def test_a_head_the_export_cannot_have_is_one_line(export_dir, tmp_path, heads, problem):
+    def put(data):
+        data["model"]["heads"] = heads
+
+    with pytest.raises(ExportDirError, match=problem):
+        read_manifest(edited(export_dir, tmp_path, put))
+

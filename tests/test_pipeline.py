@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import in_threads
+from fan_out import in_threads
 
 from splade_rt import SpladeEncoder
 from splade_rt.runtime import encoder as encoder_module

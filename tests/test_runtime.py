@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import in_threads
+from fan_out import in_threads
 
 from splade_rt import DeviceError, ExportDirError, SparseEmbeddings, SpladeEncoder
 from splade_rt.kernels.native_head import unavailable
@@ -171,7 +171,7 @@ def test_query_sized_inputs_run_on_a_one_thread_twin_with_the_same_results(expor
 
 def test_a_base_size_encoder_keeps_both_threads_for_queries_and_runs_one_batch_at_a_time(export_dir, tmp_path):
     """The one-thread twin and two batches side by side pay off only where the vocab head dominates:
-    with a base-size encoder's layers a query runs faster on both threads (README, "Encode")."""
+    with a base-size encoder's layers a query runs faster on both threads (docs/design/cpu-threads.md)."""
     base = tmp_path / "base"
     shutil.copytree(export_dir, base)
     manifest = json.loads((base / "splade.json").read_text())

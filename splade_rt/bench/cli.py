@@ -33,8 +33,9 @@ from ..cli_support import (
     variant_help,
 )
 from ..errors import DeviceError, SpladeError
+from ..machine import machine_info
 from ..validation import positive_int_arg
-from .measure import compare_rows, machine_info
+from .measure import compare_rows
 from .runner import run_worker
 
 PROG = "splade-bench"

@@ -1,4 +1,5 @@
-"""The measurements every benchmark reports, written once: machine, latency, throughput, memory.
+"""The measurements every benchmark reports, written once: latency, throughput, vector agreement (the
+machine and memory readers are splade_rt.machine's).
 
 No dependency beyond numpy, so a plain `pip install splade-rt` can measure itself.
 """
@@ -10,9 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-# the machine and memory readers live in splade_rt.machine (the runtime reads them too); here for the callers
-from ..machine import ISA_FLAGS, machine_info, peak_rss_mib, rss_mib  # noqa: F401
 
 
 def query_latencies(encode: Callable[[list[str], int], Any], queries: Sequence[str]) -> dict[str, float]:

@@ -27,7 +27,7 @@ class Job:
 
 def tokenizer_threads(spec: dict) -> str:
     """TOKENIZERS_PARALLELISM for a worker: on a GPU the tokenizer sets the pace, so its threads are on
-    (serial tokenizing held splade-rt to a third of its speed on an H100, README); on the CPU they
+    (serial tokenizing held splade-rt to a third of its speed on an H100, docs/gpu.md); on the CPU they
     would take the cores the measured threads were given."""
     return "false" if spec.get("device", "cpu") == "cpu" else "true"
 

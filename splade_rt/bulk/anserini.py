@@ -44,14 +44,15 @@ def quantize(indices: np.ndarray, values: np.ndarray, tokens: Sequence[str], fac
 
 def token_table(export_dir: str | Path) -> list[str]:
     """id -> token of the export's tokenizer, for Anserini's term keys (both engines and the query
-    side use this one)."""
+    side use this one): runtime.vocab's table, the one decode() and rank_features read."""
     from tokenizers import Tokenizer
 
     from ..manifest import read_manifest
+    from ..runtime.vocab import token_table as vocab_table
 
     manifest = read_manifest(export_dir)
     tokenizer = Tokenizer.from_file(str(manifest.verify_file(manifest.tokenizer.file)))
-    return [tokenizer.id_to_token(i) or f"[unused:{i}]" for i in range(manifest.model.vocab_size)]
+    return vocab_table(tokenizer, manifest.model.vocab_size)
 
 
 class AnseriniWriter:

@@ -153,22 +153,24 @@ def _score_reference(export_dir: str | Path, data: BeirDataset, max_length: int,
 
 
 def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activation: str, batch_size: int):
-    """transformers' tokenizer and BertForMaskedLM with the SPLADE pooling the export's parity check
-    uses, batched by length like the runtime so padding doesn't dominate the CPU time."""
+    """transformers' tokenizer and the torch reference the export's parity check uses (its head's:
+    export.heads), batched by length like the runtime so padding doesn't dominate the CPU time."""
     try:
         import torch  # noqa: F401
         from transformers import AutoTokenizer
     except ImportError:
         raise SpladeError("--reference needs torch and transformers: pip install 'splade-rt[export]'") from None
 
-    from ..export.reference import load_mlm, reference_embeddings
+    from ..export.heads import export_head
     from ..export.source import resolve_source
     from ..runtime.batching import in_input_order, padded_batches
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
     source = resolve_source(str(model_dir))
-    mlm = load_mlm(source)  # no weight-loading bar: it would break the one-line-per-fact output
-    vocab_size = int(mlm.config.vocab_size)
+    source.activation = activation  # what the export recorded (a transformers directory records none)
+    head = export_head(source)  # the export's parity reference: SpladePooling's math, or FlagEmbedding's
+    model = head.load(source)  # no weight-loading bar: it would break the one-line-per-fact output
+    vocab_size = int(model.config.vocab_size)
 
     def encode(texts: list[str]) -> SparseEmbeddings:
         if lowercase:
@@ -176,7 +178,7 @@ def _reference_encoder(model_dir: Path, max_length: int, lowercase: bool, activa
         ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         parts, done = [], []
         for rows, batch, mask in padded_batches(ids, tokenizer.pad_token_id or 0, batch_size, REFERENCE_BATCH_TOKENS):
-            dense = reference_embeddings(mlm, source.architecture, batch, mask, activation, batch=len(rows))
+            dense = head.reference(model, source, batch, mask)[0]
             parts.append(SparseEmbeddings.from_dense(dense))
             done.append(rows)
         if not parts:

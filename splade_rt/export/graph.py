@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import append_splade_head
+from ..heads import HEADS
 from ..kernels.native_head import head_arrays
 from ..manifest import ATTENTION_MASK, INPUT_IDS
 from ..variants import VARIANTS
-from .reference import body_inputs, decoder_parameters, hidden_mean, quiet, without_decoder
+from .heads import Writer, export_head
+from .reference import hidden_mean, quiet
 from .source import SourceModel
 from .texts import parity_texts
 
@@ -57,22 +58,18 @@ class ExportedGraphs:
 @dataclass
 class GraphParts:
     """What the variants' graphs are built from, made once per export: the encoder (fused for the GPU,
-    CPU_UNFUSED for the CPU graphs), the decoder, and the screen's centre (None without screening)."""
+    CPU_UNFUSED for the CPU graphs), the head's writer (export.heads), and the screen's centre (None
+    without screening)."""
 
     body: Any  # onnx.ModelProto, every fusion
     cpu_body: Any  # onnx.ModelProto, CPU_UNFUSED left out
-    weight: np.ndarray
-    bias: np.ndarray
+    write_head: Writer
     center: np.ndarray | None
-    activation: str
-    vocab_chunk: int
     work: Path
 
     def with_head(self, screened: bool, encoder=None):
-        """The encoder (the CPU one by default) with the SPLADE head appended (kernels.splade_head)."""
-        return append_splade_head(copy.deepcopy(self.cpu_body if encoder is None else encoder), self.weight,
-                                  self.bias, activation=self.activation, vocab_chunk=self.vocab_chunk,
-                                  screened=screened, screen_center=self.center)
+        """The encoder (the CPU one by default) with the export's head appended (kernels/)."""
+        return self.write_head(copy.deepcopy(self.cpu_body if encoder is None else encoder), screened)
 
     @functools.cached_property
     def int8_body(self):
@@ -98,20 +95,22 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
                  screened: bool = True, int8: bool = False) -> ExportedGraphs:
     """Every variant whose export options (Variant.requires) are on, each by its BUILDERS entry, saved
     under its file name; the native head's arrays beside them when a native variant is written.
-    fusions: the optimizer's, in the fused (fp16) encoder; the CPU graphs leave CPU_UNFUSED out."""
+    fusions: the optimizer's, in the fused (fp16) encoder; the CPU graphs leave CPU_UNFUSED out.
+    The screen and the native head apply to a head that projects on the vocabulary only."""
     import onnx
 
+    screened = screened and HEADS[source.head].vocab_projection
     options = {"fp16": fp16, "screened": screened, "int8": int8}
     wanted = [v for v in VARIANTS.values() if all(options[o] for o in v.requires)]
-    arch = source.architecture
-    body_path = export_body(mlm, arch, work / "body.onnx")
+    arch, head = source.architecture, export_head(source)
+    body_path = export_body(head.states(mlm, source), mlm.config.vocab_size, work / "body.onnx")
     body, fusions = optimize_body(body_path, arch.optimizer, mlm.config)
     cpu_body, _ = optimize_body(body_path, arch.optimizer, mlm.config, unfused=CPU_UNFUSED)
     body_path.unlink()
 
-    weight, bias, tied = decoder_parameters(mlm, arch)
     center = hidden_mean(mlm, source, parity_texts()) if screened else None
-    parts = GraphParts(body, cpu_body, weight, bias, center, source.activation, vocab_chunk, work)
+    write_head, decoder, tied = head.writer(mlm, source, center, vocab_chunk)
+    parts = GraphParts(body, cpu_body, write_head, center, work)
     files = {}
     for variant in wanted:
         model = BUILDERS[variant.name](parts)
@@ -121,29 +120,22 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     native_head = None
     if any(v.native for v in wanted):
         native_head = work / NATIVE_HEAD
-        np.savez(native_head, **head_arrays(weight, bias, center))
+        np.savez(native_head, **head_arrays(*decoder, center))
     return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied, native_head=native_head)
 
 
-def export_body(mlm, arch, path: Path) -> Path:
-    """The encoder body and the MLM head's transform (everything before the vocab projection) as
-    ONNX, unfused: what onnxruntime's optimizer and our head start from."""
+def export_body(states, vocab_size: int, path: Path) -> Path:
+    """The encoder up to the states the head reads (export.heads: the MLM's head-transformed states,
+    or the last hidden states), as ONNX, unfused: what onnxruntime's optimizer and our head start from.
+    states: a torch module (input_ids, attention_mask) -> [batch, seq, hidden]."""
     import torch
 
-    class MlmHidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.mlm = mlm
-
-        def forward(self, input_ids, attention_mask):
-            return self.mlm(**body_inputs(arch, input_ids, attention_mask)).logits
-
-    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 5, 7, 9, 2]], dtype=torch.long) % mlm.config.vocab_size
+    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 5, 7, 9, 2]], dtype=torch.long) % vocab_size
     mask = (ids != 0).long()
     mask[1] = 1
-    with quiet(), torch.no_grad(), without_decoder(mlm, arch):
+    with quiet(), torch.no_grad():
         torch.onnx.export(
-            MlmHidden().eval(), (ids, mask), str(path), dynamo=False, opset_version=OPSET,
+            states, (ids, mask), str(path), dynamo=False, opset_version=OPSET,
             input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[HIDDEN], do_constant_folding=True,
             dynamic_axes={INPUT_IDS: {0: "batch", 1: "seq"}, ATTENTION_MASK: {0: "batch", 1: "seq"},
                           HIDDEN: {0: "batch", 1: "seq"}},

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import ATTENTION_MASK, INPUT_IDS, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
-from ..variants import VARIANTS, ParityBar
-from .reference import reference_embeddings, reference_static_queries, reference_tokenize, tokenizer_max_length
+from ..manifest import ATTENTION_MASK, INPUT_IDS, OUT_DENSE, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
+from ..variants import DENSE_BAR, VARIANTS, ParityBar
+from .heads import export_head
+from .reference import reference_static_queries, reference_tokenize, tokenizer_max_length
 from .texts import QUERIES, parity_texts
 
 TOP = 64
@@ -24,17 +25,17 @@ SCREENED_MAX_ABS_DIFF = VARIANTS["fp32-screened"].bar.vs_max_abs_diff
 CPU_METHOD = "onnxruntime CPUExecutionProvider"
 
 
-def run_graph(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, top: int = TOP):
+def run_graph(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, top: int = TOP, dense: bool = False):
+    """sparse, top values, top indices (and the dense vectors, where asked) of a fused graph."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    sparse, values, indices = session.run(
-        [OUT_SPARSE, OUT_TOP_VALUES, OUT_TOP_INDICES],
+    return session.run(
+        [OUT_SPARSE, OUT_TOP_VALUES, OUT_TOP_INDICES] + ([OUT_DENSE] if dense else []),
         {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask, TOP_K: np.array([top], dtype=np.int64)},
     )
-    return sparse, values, indices
 
 
 def run_native(path: Path, input_ids: np.ndarray, attention_mask: np.ndarray, activation: str, top: int = TOP):
@@ -111,13 +112,13 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
         for enc, row, mask in zip(ours.encode_batch([t.lower() if source.lowercase else t for t in texts]),
                                   input_ids, attention_mask)
     )
-    reference = reference_embeddings(mlm, source.architecture, input_ids, attention_mask, source.activation)
+    head = export_head(source)
+    reference, dense_reference = head.reference(mlm, source, input_ids, attention_mask)
     report: dict[str, Any] = {
         "texts": len(texts),
         "padded_shape": list(input_ids.shape),
         "tokenizer_ids_match": ids_match,
-        "reference": f"transformers {source.architecture.mlm_class} (fp32, torch) + sentence-transformers "
-                     "SpladePooling math",
+        "reference": head.reference_name(source),
     }
     ok = ids_match
     if query_table is not None:
@@ -131,10 +132,14 @@ def check_parity(mlm, source, graphs: dict[str, Path], tokenizer_json: Path,
         if variant.native:
             sparse, values, indices, method = run_native(path, input_ids, attention_mask, source.activation)
         else:
-            sparse, values, indices = run_graph(path, input_ids, attention_mask)
+            sparse, values, indices, *dense = run_graph(path, input_ids, attention_mask,
+                                                        dense=dense_reference is not None)
             method = CPU_METHOD
         outputs[precision] = sparse
         stats = held_to_bar(variant.bar, compare(reference, sparse), sparse, values, indices, outputs)
+        if dense_reference is not None:
+            stats["dense"] = dense_held_to_bar(variant, dense_reference, dense[0])
+            stats["passed"] = stats["passed"] and stats["dense"]["passed"]
         stats["method"] = variant.bar.note or method
         ok = ok and stats["passed"]
         report[precision] = stats
@@ -177,6 +182,20 @@ def held_to_bar(bar: ParityBar, stats: dict[str, Any], sparse: np.ndarray, value
     return stats
 
 
+def dense_held_to_bar(variant, reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+    """The dense vectors against the reference's: within DENSE_BAR for an exact variant, a cosine floor
+    (the variant's bar) for a lossy one."""
+    cosine = np.sum(reference * candidate, axis=1) / np.maximum(
+        np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1), 1e-12)
+    stats = {"max_abs_diff": float(np.abs(reference - candidate).max()), "cosine_min": float(cosine.min())}
+    if variant.exact:
+        stats["bar"], stats["passed"] = f"max abs diff <= {DENSE_BAR}", stats["max_abs_diff"] <= DENSE_BAR
+    else:
+        floor = variant.bar.dense_min_cosine
+        stats["bar"], stats["passed"] = f"cosine min >= {floor}", stats["cosine_min"] >= floor
+    return stats
+
+
 def check_query_table(query_dir: Path, table: Path, tokenizer_json: Path) -> dict[str, Any]:
     """The runtime's lookup (exported tokenizer, no special tokens, each present token once) equals
     SparseStaticEmbedding's output on the parity texts and their queries repeated (repeated tokens)."""
@@ -214,6 +233,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"argmax same {s['argmax_same']}, non-zero Jaccard min {s['nonzero_jaccard_min']:.4f} "
                 f"-> {'PASS' if s['passed'] else 'FAIL'} ({s['bar']})"
             )
+            if "dense" in s:
+                d = s["dense"]
+                lines.append(f"    dense: max abs diff {d['max_abs_diff']:.2e}, cosine min {d['cosine_min']:.6f} "
+                             f"-> {'PASS' if d['passed'] else 'FAIL'} ({d['bar']})")
             for key in (k for k in s if k.startswith("vs_")):
                 v = s[key]
                 lines.append(f"    {key.replace('_', ' ')}: max abs diff {v['max_abs_diff']:.2e}, "

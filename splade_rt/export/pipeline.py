@@ -66,12 +66,12 @@ def export_model(
     work = _make_workdir(out)
     try:
         from .graph import build_graphs
+        from .heads import export_head
         from .parity import check_parity, summary_lines
-        from .reference import load_mlm
 
-        log(f"exporting {source.ref} ({source.architecture.model_type}, {source.layout} layout, "
+        log(f"exporting {source.ref} ({source.architecture.model_type}, {source.layout} layout, {source.head} head, "
             f"max length {source.max_length})")
-        mlm = load_mlm(source)
+        mlm = export_head(source).load(source)
         graphs = build_graphs(mlm, source, work, vocab_chunk=vocab_chunk, fp16=fp16, screened=screened, int8=int8)
         tokenizer_json = _write_tokenizer(source.directory, work / "tokenizer.json")
         query_table = _write_query_table(source, work)
@@ -95,8 +95,8 @@ def export_model(
 
 def recheck(out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Re-run the parity check of an existing export against its recorded source and update the manifest."""
+    from .heads import export_head
     from .parity import check_parity, summary_lines
-    from .reference import load_mlm
 
     out = Path(out)
     manifest = read_manifest(out)
@@ -110,7 +110,7 @@ def recheck(out: str | Path, log: Callable[[str], None] = print) -> dict[str, An
     source.max_length = manifest.tokenizer.max_length
     if source.weights_sha256() != manifest.source.get("weights_sha256"):
         raise ExportDirError(f"{ref}: weights changed since the export (hash differs); re-export with --force")
-    mlm = load_mlm(source)
+    mlm = export_head(source).load(source)
     graphs = {g.precision: out / g.name for g in manifest.graphs}
     query = manifest.query_table
     query_table = (out / query.file, out / query.tokenizer) if query is not None else None
@@ -210,6 +210,7 @@ def _entry(path: Path, **extra: Any) -> dict[str, Any]:
 
 def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_chunk) -> dict[str, Any]:
     from .graph import CPU_UNFUSED, OPSET
+    from .heads import export_head
     from .reference import tokenizer_max_length
 
     cfg, arch = mlm.config, source.architecture
@@ -220,11 +221,12 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
     if native_head is not None:
         entries[native_head.name] = _entry(native_head)
     special = _special_tokens(source.directory, arch)
-    query = None
+    query, query_head = None, source.head
     if query_table is not None:
         table, query_tokenizer = query_table
         entries[table.name] = _entry(table)
         entries[query_tokenizer.name] = _entry(query_tokenizer)
+        query_head = "static-lookup"
         query = {"file": table.name, "tokenizer": query_tokenizer.name,
                  "max_length": tokenizer_max_length(source.query_route), "lowercase": False}
     return {
@@ -232,7 +234,8 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": {"model": source.ref, "path": str(source.directory), "layout": source.layout,
                    "weights_file": source.weights_file.name, "weights_sha256": source.weights_sha256()},
-        "model": {"architecture": arch.mlm_class, "model_type": arch.model_type, "vocab_size": cfg.vocab_size,
+        "model": {"architecture": export_head(source).architecture(mlm, source), "model_type": arch.model_type,
+                  "vocab_size": cfg.vocab_size, "heads": {"document": source.head, "query": query_head},
                   "hidden_size": cfg.hidden_size, "num_layers": cfg.num_hidden_layers,
                   "num_heads": cfg.num_attention_heads, "pooling": source.pooling, "activation": source.activation,
                   "similarity": source.similarity, "decoder_tied_to_embeddings": graphs.decoder_tied},

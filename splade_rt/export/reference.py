@@ -73,21 +73,33 @@ def decoder_parameters(mlm, arch: Architecture) -> tuple[np.ndarray, np.ndarray,
     return weight, bias.detach().numpy().astype(np.float32), tied
 
 
+# the most [rows, seq, vocab] logits the reference holds at once (2^27 floats: 512 MiB, two copies alive)
+REFERENCE_CELLS = 1 << 27
+
+
 def reference_embeddings(mlm, arch: Architecture, input_ids: np.ndarray, attention_mask: np.ndarray,
                          activation: str, batch: int = 8) -> np.ndarray:
-    """sentence-transformers' SpladePooling, written out: mask, relu, log1p (twice for log1p_relu), max."""
+    """sentence-transformers' SpladePooling, written out: mask, relu, log1p (twice for log1p_relu), max.
+
+    The model's own forward, decoder included, up to `batch` texts at a time, fewer where their
+    [rows, seq, vocab] logits would pass REFERENCE_CELLS (a 250k vocabulary at 512 tokens: one text,
+    512 MiB, not 4 GiB and its copies); the activation runs in place, as SpladePooling's does."""
     import torch
 
+    vocab = int(mlm.config.vocab_size)
+    batch = max(1, min(batch, REFERENCE_CELLS // max(1, input_ids.shape[1] * vocab)))
     rows = []
     with torch.no_grad():
         for i in range(0, len(input_ids), batch):
             ids = torch.from_numpy(input_ids[i:i + batch])
             mask = torch.from_numpy(attention_mask[i:i + batch])
             logits = mlm(**body_inputs(arch, ids, mask)).logits
-            values = torch.log1p(torch.relu(logits * mask.unsqueeze(-1).to(logits.dtype)))
+            values = (logits * mask.unsqueeze(-1).to(logits.dtype)).relu_().log1p_()
+            del logits
             if activation == "log1p_relu":
-                values = torch.log1p(values)
+                values = values.log1p_()
             rows.append(values.max(dim=1).values.numpy())
+            del values
     return np.concatenate(rows)
 
 

@@ -17,7 +17,9 @@ from .architectures import Architecture, architecture_for
 
 DEFAULT_MODEL = "splade-tiny-msmarco"  # bundled under splade_rt/models/, used when no model is named
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_HUB_PATTERNS = ["*.json", "*.txt", "model.safetensors", "*/config.json", "*/*.json"]
+_HUB_PATTERNS = ["*.json", "*.txt", "*/config.json", "*/*.json", "sentencepiece.bpe.model"]
+SPARSE_LINEAR = "sparse_linear.pt"  # bge-m3's sparse head (FlagEmbedding): Linear(hidden, 1), a torch state dict
+_FLAG_FILES = (SPARSE_LINEAR, "colbert_linear.pt")  # what FlagEmbedding's M3 layout has beside the encoder
 
 
 @dataclass
@@ -34,6 +36,8 @@ class SourceModel:
     activation: str
     similarity: str
     query_route: Path | None = None  # inference-free models: the SparseStaticEmbedding directory
+    head: str = "splade-max"  # the document route's head kind (splade_rt.heads.HEADS)
+    head_file: Path | None = None  # token-max: the sparse_linear.pt beside the encoder
 
     def weights_sha256(self) -> str:
         return sha256_file(self.weights_file)
@@ -67,7 +71,14 @@ def _download(repo_id: str) -> Path:
         raise ModelSourceError("huggingface_hub is needed to download models: "
                                "pip install 'splade-rt[export]'") from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+        from huggingface_hub import list_repo_files
+
+        files = set(list_repo_files(repo_id))
+        # one weights file (safetensors where both are published: bge-m3's repo has only the .bin) and
+        # bge-m3's sparse head where it is there
+        weights = next((w for w in _WEIGHT_FILES if w in files), _WEIGHT_FILES[0])
+        patterns = [*_HUB_PATTERNS, weights, f"*/{weights}", SPARSE_LINEAR]
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated, HTTP errors: one line for the user
         name = type(e).__name__
         raise ModelSourceError(
@@ -90,6 +101,8 @@ def _read_json(path: Path) -> dict:
 def inspect_directory(directory: Path, ref: str) -> SourceModel:
     if not directory.is_dir():
         raise ModelSourceError(f"{directory}: not a directory; pass a model directory or a hub id")
+    if any((directory / name).is_file() for name in _FLAG_FILES):
+        return _inspect_flag_m3(directory, ref)
     pooling, activation, max_length, lowercase, similarity = "max", "relu", None, False, "dot"
     model_dir, layout, query_dir = directory, "transformers", None
     modules_file = directory / "modules.json"
@@ -134,15 +147,10 @@ def inspect_directory(directory: Path, ref: str) -> SourceModel:
         _check_mlm_head(weights, ref, arch)
     if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "vocab.txt").is_file():
         raise ModelSourceError(f"{model_dir}: no tokenizer (tokenizer.json or vocab.txt)")
-    tok_cfg_file = model_dir / "tokenizer_config.json"
-    tok_cfg = _read_json(tok_cfg_file) if tok_cfg_file.is_file() else {}
-    positions = int(config.get("max_position_embeddings", 512))
-    if arch.model_type in ("roberta", "xlm-roberta"):
-        positions -= int(config.get("pad_token_id", 1)) + 1  # positions start after the padding index
+    positions = _positions(config, arch)
     if max_length is None:
-        max_length = tok_cfg.get("model_max_length", positions)
-        if not isinstance(max_length, int) or max_length > positions:
-            max_length = positions
+        max_length = _tokenizer_limit(model_dir, positions)
+    _check_vocab(model_dir, config, ref)
     return SourceModel(
         ref=ref, directory=model_dir, layout=layout, config=config, architecture=arch, weights_file=weights,
         max_length=int(min(max_length, positions)), lowercase=lowercase, pooling=pooling, activation=activation,
@@ -184,7 +192,8 @@ def _document_route(kinds: list[tuple[str, Path]], root: Path) -> tuple[Path, Pa
     dense = [k for k in names if k in _DENSE_MODULES]
     if dense:
         raise ModelSourceError(f"{root}: a dense sentence-transformers model ({dense[0]} module): not a SPLADE "
-                               "sparse encoder")
+                               f"sparse encoder (a bge-m3 model has its sparse head in {SPARSE_LINEAR} beside "
+                               "config.json)")
     if len(kinds) != 2 or names[0] not in _MLM_MODULES or names[1] != "SpladePooling":
         raise ModelSourceError(f"{root}: modules {', '.join(names) or 'none'} are not supported; a SPLADE model is "
                                "a masked-LM Transformer (or MLMTransformer) followed by SpladePooling")
@@ -245,3 +254,64 @@ def _check_mlm_head(weights: Path, ref: str, arch: Architecture) -> None:
             f"a dense {arch.model_type} checkpoint is not a SPLADE model"
         )
 
+
+def _inspect_flag_m3(directory: Path, ref: str) -> SourceModel:
+    """bge-m3's layout, as the hub publishes it (the encoder at the top, sentence-transformers' dense
+    modules beside it) or as FlagEmbedding's fine-tuning saves it (encoder, tokenizer, sparse_linear.pt,
+    colbert_linear.pt): the encoder's last hidden states and the token-max head (heads.HEADS)."""
+    head_file = directory / SPARSE_LINEAR
+    if not head_file.is_file():
+        raise ModelSourceError(f"{directory}: no {SPARSE_LINEAR}: bge-m3's sparse head (a Linear(hidden, 1) that "
+                               "FlagEmbedding saves beside the encoder) is missing; copy it from the model's "
+                               "repository")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ModelSourceError(f"{directory}: no config.json; not a transformers model directory")
+    config = _read_json(config_file)
+    arch = architecture_for(config.get("model_type"), ref, config.get("architectures") or [])
+    weights = next((directory / w for w in _WEIGHT_FILES if (directory / w).is_file()), None)
+    if weights is None:
+        raise ModelSourceError(f"{directory}: no model weights ({' or '.join(_WEIGHT_FILES)})")
+    if not (directory / "tokenizer.json").is_file():
+        raise ModelSourceError(f"{directory}: no tokenizer.json")
+    max_length = None
+    st_cfg = directory / "sentence_bert_config.json"
+    if st_cfg.is_file():
+        max_length = _read_json(st_cfg).get("max_seq_length")
+    positions = _positions(config, arch)
+    if max_length is None:
+        max_length = _tokenizer_limit(directory, positions)
+    _check_vocab(directory, config, ref)
+    return SourceModel(ref=ref, directory=directory, layout="flagembedding-m3", config=config, architecture=arch,
+                       weights_file=weights, max_length=int(min(max_length, positions)), lowercase=False,
+                       pooling="max", activation="relu", similarity="dot", head="token-max", head_file=head_file)
+
+
+def _positions(config: dict, arch: Architecture) -> int:
+    """Tokens the position embeddings cover (RoBERTa-style models start after the padding index)."""
+    positions = int(config.get("max_position_embeddings", 512))
+    if arch.model_type in ("roberta", "xlm-roberta"):
+        positions -= int(config.get("pad_token_id", 1)) + 1
+    return positions
+
+
+def _tokenizer_limit(model_dir: Path, positions: int) -> int:
+    tok_cfg_file = model_dir / "tokenizer_config.json"
+    limit = (_read_json(tok_cfg_file) if tok_cfg_file.is_file() else {}).get("model_max_length", positions)
+    return limit if isinstance(limit, int) and limit <= positions else positions
+
+
+def _check_vocab(model_dir: Path, config: dict, ref: str) -> None:
+    """Every token id the tokenizer gives has a row in the model: a tokenizer from another model would
+    index past the embedding (an error deep in onnxruntime) or score the wrong terms."""
+    tokenizer_file = model_dir / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        return
+    data = _read_json(tokenizer_file)
+    vocab = (data.get("model") or {}).get("vocab")
+    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab or [])))
+    ids += [t.get("id", 0) for t in data.get("added_tokens") or [] if isinstance(t, dict)]
+    size = int(config.get("vocab_size", 0))
+    if ids and max(ids) >= size:
+        raise ModelSourceError(f"{ref}: the tokenizer has token ids up to {max(ids)} but the model's vocabulary is "
+                               f"{size} (config.json vocab_size): tokenizer.json is not this model's")

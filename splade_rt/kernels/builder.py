@@ -1,8 +1,9 @@
 """GraphBuilder: how our kernels add ONNX nodes and initializers to a graph.
 
 The kernel modules import in a line, never in a circle: builder <- screening <- splade_head
-(screening writes the int8-screened max-logits step; splade_head writes the head around it), and
-screening <- native_head (the same bound for the C kernel, _head.c).
+(screening writes the int8-screened max-logits step; splade_head writes the head around it),
+screening <- native_head (the same bound for the C kernel, _head.c), and builder <- token_head
+(bge-m3's head). set_sparse_outputs is the graph interface every fused head ends with.
 """
 
 from __future__ import annotations
@@ -39,3 +40,27 @@ class GraphBuilder:
     def commit(self) -> None:
         self.graph.node.extend(self.nodes)
         self.graph.initializer.extend(self.inits)
+
+
+def set_sparse_outputs(model, vocab: int, dense_size: int | None = None):
+    """The graph interface of every fused head (manifest.py): top_k in; the dense vector, its top-k and
+    its non-zeros out (and the dense embedding, where the head gives one); checked."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from ..manifest import OUT_DENSE, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
+
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info(TOP_K, TensorProto.INT64, [1]))
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info(OUT_SPARSE, TensorProto.FLOAT, ["batch", vocab]),
+        helper.make_tensor_value_info(OUT_TOP_VALUES, TensorProto.FLOAT, ["batch", "k"]),
+        helper.make_tensor_value_info(OUT_TOP_INDICES, TensorProto.INT64, ["batch", "k"]),
+        helper.make_tensor_value_info(OUT_NZ_INDEX, TensorProto.INT64, [2, "nnz"]),
+        helper.make_tensor_value_info(OUT_NZ_VALUE, TensorProto.FLOAT, ["nnz"]),
+    ])
+    if dense_size is not None:
+        graph.output.append(helper.make_tensor_value_info(OUT_DENSE, TensorProto.FLOAT, ["batch", dense_size]))
+    onnx.checker.check_model(model)
+    return model

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .builder import GraphBuilder
+from .builder import GraphBuilder, set_sparse_outputs
 from .screening import screened_max_logits
 
 DEFAULT_VOCAB_CHUNK = 2048
@@ -49,8 +49,7 @@ def append_splade_head(
 ):
     """Replace the model's hidden-state output with the SPLADE outputs (see module docstring).
     screen_center: mean hidden state on real text, for the screened variant (kernels.screening)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     from ..manifest import (
         ATTENTION_MASK,
@@ -113,18 +112,7 @@ def append_splade_head(
     sparse = b.node("ScatterND", [zeros, nz_t, value], OUT_SPARSE)
     b.multi("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], axis=-1, largest=1, sorted=1)
     b.commit()
-
-    graph.input.append(helper.make_tensor_value_info(TOP_K, TensorProto.INT64, [1]))
-    del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info(OUT_SPARSE, TensorProto.FLOAT, ["batch", vocab]),
-        helper.make_tensor_value_info(OUT_TOP_VALUES, TensorProto.FLOAT, ["batch", "k"]),
-        helper.make_tensor_value_info(OUT_TOP_INDICES, TensorProto.INT64, ["batch", "k"]),
-        helper.make_tensor_value_info(OUT_NZ_INDEX, TensorProto.INT64, [2, "nnz"]),
-        helper.make_tensor_value_info(OUT_NZ_VALUE, TensorProto.FLOAT, ["nnz"]),
-    ])
-    onnx.checker.check_model(model)
-    return model
+    return set_sparse_outputs(model, vocab)
 
 
 def chunked_max_logits(b: GraphBuilder, states_t: str, weight_name: str, vocab: int, chunk: int) -> str:

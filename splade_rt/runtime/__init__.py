@@ -1,6 +1,6 @@
 """The runtime: imports numpy, onnxruntime (lazily) and tokenizers; never torch, transformers or onnx."""
 
-from .embeddings import SparseEmbeddings, SparseVector
+from .embeddings import SparseAndDense, SparseEmbeddings, SparseVector
 from .encoder import SpladeEncoder
 
-__all__ = ["SparseEmbeddings", "SparseVector", "SpladeEncoder"]
+__all__ = ["SparseAndDense", "SparseEmbeddings", "SparseVector", "SpladeEncoder"]

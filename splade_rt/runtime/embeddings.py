@@ -144,6 +144,19 @@ class SparseEmbeddings:
         return self[row].decode(top_k)
 
 
+@dataclass(frozen=True)
+class SparseAndDense:
+    """Both vectors of a head that gives a dense one too (bge-m3: heads.HEADS "token-max"), from the
+    same graph runs: encode(..., dense=True). dense: [texts, hidden] float32, L2-normalized [CLS]
+    states (FlagEmbedding's dense_vecs); a text with nothing to encode (see encode) gets zeros."""
+
+    sparse: SparseEmbeddings
+    dense: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sparse)
+
+
 def concat(parts: Sequence[SparseEmbeddings]) -> SparseEmbeddings:
     if not parts:
         raise ValueError("nothing to concatenate")

@@ -24,6 +24,7 @@ from ..errors import DeviceError
 from ..manifest import (
     ATTENTION_MASK,
     INPUT_IDS,
+    OUT_DENSE,
     OUT_NZ_INDEX,
     OUT_NZ_VALUE,
     OUT_TOP_INDICES,
@@ -35,7 +36,7 @@ from ..manifest import (
 from ..progress import progress_bar
 from ..validation import positive_int
 from .batching import gather_rows, pad_flat, text_windows, window_batches
-from .embeddings import SparseEmbeddings, SparseVector, dot_scores
+from .embeddings import SparseAndDense, SparseEmbeddings, SparseVector, dot_scores
 from .out_of_memory import MemorySplit, OneTextOutOfMemory
 from .outputs import rows_from_nonzeros, rows_from_topk
 from .pipeline import StageClock, run_pipelined, timed
@@ -117,9 +118,10 @@ class SpladeEncoder:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} is below one full-length text ({self.max_length})")
         self._tokens = TextTokenizer(self.manifest.verify_file(tok.file, verify), self.max_length, self.lowercase)
         self.vocab = Vocab(self._tokens.tokenizer, self.dim)
-        # inference-free models: queries are a table lookup, no graph
+        # the route's head (splade_rt.heads): inference-free models' queries are a table lookup, no graph
+        self.head = self.manifest.model.head("document")
         self.query_table = (QueryTable(self.manifest, verify, self.vocab)
-                            if self.manifest.query_table is not None else None)
+                            if not self.manifest.model.head("query").graph else None)
         self._pad_multiple = 1 if pad_to_multiple_of is None else positive_int(pad_to_multiple_of,
                                                                                "pad_to_multiple_of")
         settings = GpuSettings(gpu_mem_limit=gpu_mem_limit, max_batch=max_batch, trt_cache_dir=trt_cache_dir,
@@ -158,9 +160,10 @@ class SpladeEncoder:
 
     def encode(self, texts: str | Sequence[str], *, batch_size: int = 32, top_k: int | None = None,
                threshold: float | None = None, show_progress_bar: bool = False,
-               max_active_dims: int | None = None) -> SparseEmbeddings:
+               max_active_dims: int | None = None, dense: bool = False) -> SparseEmbeddings | SparseAndDense:
         """Sparse vectors in input order. top_k (alias max_active_dims) keeps each row's k largest
-        weights, computed on the device; threshold drops weights <= threshold.
+        weights, computed on the device; threshold drops weights <= threshold. dense: also return the
+        dense vector of a head that gives one (bge-m3), from the same graph runs (SparseAndDense).
 
         A text with nothing to encode (empty, whitespace only, or only characters the tokenizer
         drops, such as control characters) gets a vector with no terms, and no graph runs for it.
@@ -172,8 +175,13 @@ class SpladeEncoder:
         texts = check_texts(texts)
         top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
         positive_int(batch_size, "batch_size")
+        if dense and not self.head.dense:
+            raise ValueError(f"dense=True: this export's head ({self.head.name}) gives no dense vector; a bge-m3 "
+                             "export (head token-max) does")
         if not texts:
-            return SparseEmbeddings.empty(self.dim, self.vocab)
+            empty = SparseEmbeddings.empty(self.dim, self.vocab)
+            return SparseAndDense(empty, np.zeros((0, self.manifest.model.hidden_size), np.float32)) if dense \
+                else empty
         if not self._serial_tokenizer_reported and len(texts) > 1 and tokenizer_is_serial():
             self._serial_tokenizer_reported = True
             logger.warning("splade-rt: TOKENIZERS_PARALLELISM=%s: texts are tokenized on one thread, and on %s the "
@@ -181,21 +189,21 @@ class SpladeEncoder:
                            "itself in a process that forked after using its threads)",
                            os.environ["TOKENIZERS_PARALLELISM"], self.device)
         k = min(int(top_k), self.dim) if top_k is not None else None
-        call = _Call(self, texts, k, 0.0 if threshold is None else float(threshold), batch_size)
+        call = _Call(self, texts, k, 0.0 if threshold is None else float(threshold), batch_size, dense)
         bar = progress_bar(len(texts), show_progress_bar, "Encoding", "text")
         try:
             result = call.encode(bar)
         finally:
             if bar is not None:
                 bar.close()
-        if result.truncated:
+        truncated = (result.sparse if dense else result).truncated
+        if truncated:
             # visible once per encoder (a 100,000-character text should not be cut unnoticed), then
             # at INFO so a production log is not flooded; the count is on every result
             level = logging.INFO if self._truncation_reported else logging.WARNING
             self._truncation_reported = True
             logger.log(level, "splade-rt: %d of %d texts truncated to %d tokens: the rest of each is not encoded "
-                       "(said once; later truncations are logged at INFO)", result.truncated, len(texts),
-                       self.max_length)
+                       "(said once; later truncations are logged at INFO)", truncated, len(texts), self.max_length)
         return result
 
     def encode_query(self, texts: str | Sequence[str], *, top_k: int | None = None, threshold: float | None = None,
@@ -205,6 +213,9 @@ class SpladeEncoder:
         with no tokens gets a vector with no terms either way (see encode)."""
         if self.query_table is None:
             return self.encode(texts, top_k=top_k, threshold=threshold, max_active_dims=max_active_dims, **kwargs)
+        if kwargs.get("dense"):
+            raise ValueError("dense=True: this export's queries are a token weight table lookup (no graph, no dense "
+                             "vector)")
         top_k = _check_top_k(top_k if top_k is not None else max_active_dims)
         return self.query_table.encode(check_texts(texts), top_k, threshold)
 
@@ -288,9 +299,14 @@ class _Call:
     Tokenizing runs on the pipeline's tokenizer thread and graph runs on its run threads; cutting,
     padding and assembling stay on the calling thread, so the state below needs no lock."""
 
-    def __init__(self, encoder: SpladeEncoder, texts: list[str], k: int | None, cut: float, batch_size: int) -> None:
+    def __init__(self, encoder: SpladeEncoder, texts: list[str], k: int | None, cut: float, batch_size: int,
+                 dense: bool = False) -> None:
         self.enc, self.texts, self.k, self.cut, self.batch_size = encoder, texts, k, cut, batch_size
         self.wanted = [OUT_TOP_VALUES, OUT_TOP_INDICES] if k else [OUT_NZ_INDEX, OUT_NZ_VALUE]
+        self.dense: np.ndarray | None = None
+        if dense:  # zeros for the texts no graph runs for
+            self.wanted.append(OUT_DENSE)
+            self.dense = np.zeros((len(texts), encoder.manifest.model.hidden_size), np.float32)
         self.top = np.array([k or 1], dtype=np.int64)
         self.side_by_side = False
         self.truncated = 0
@@ -300,7 +316,7 @@ class _Call:
         self.vals: list[np.ndarray] = []
         self.bar: Any = None
 
-    def encode(self, bar: Any) -> SparseEmbeddings:
+    def encode(self, bar: Any) -> SparseEmbeddings | SparseAndDense:
         enc, self.bar = self.enc, bar
         windows = text_windows(np.fromiter(map(len, self.texts), dtype=np.int64, count=len(self.texts)),
                                self.batch_size)
@@ -316,7 +332,7 @@ class _Call:
                                  self.truncated)
         if bar is not None:
             bar.update(len(self.texts) - bar.n)  # the texts with nothing to encode
-        return result
+        return result if self.dense is None else SparseAndDense(result, self.dense)
 
     def tokenize(self, window: np.ndarray) -> tuple[Tokens, list[np.ndarray]]:
         """A window's tokens and its batches (positions in the window), on the tokenizer thread."""
@@ -351,6 +367,8 @@ class _Call:
                 counts, cols, vals = rows_from_topk(outputs[0], outputs[1], self.cut)
             else:
                 counts, cols, vals = rows_from_nonzeros(outputs[0], outputs[1], self.cut, len(batch.rows))
+            if self.dense is not None:
+                self.dense[batch.rows] = outputs[2]
             self.rows.append(batch.rows)
             self.counts.append(counts)
             self.cols.append(cols)

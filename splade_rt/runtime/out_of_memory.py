@@ -71,12 +71,13 @@ class MemorySplit:
         for start, rows in ((first, slice(0, half)), (first + half, slice(half, None))):
             width = max(1, int(mask[rows].sum(axis=1).max()))  # each half padded to its own longest row
             parts.append(self.run(ids[rows, :width], mask[rows, :width], wanted, run, start))
-        (a_first, a_second), (b_first, b_second) = parts
+        (a_first, a_second, *a_rows), (b_first, b_second, *b_rows) = parts
+        rows = [np.concatenate(pair) for pair in zip(a_rows, b_rows)]  # per-row outputs after those (dense)
         if wanted[0] == OUT_TOP_VALUES:  # [rows, k] each
-            return [np.concatenate([a_first, b_first]), np.concatenate([a_second, b_second])]
+            return [np.concatenate([a_first, b_first]), np.concatenate([a_second, b_second]), *rows]
         b_first = b_first.copy()  # non-zeros: [2, nnz] (row, column) coordinates and [nnz] values
         b_first[0] += half
-        return [np.concatenate([a_first, b_first], axis=1), np.concatenate([a_second, b_second])]
+        return [np.concatenate([a_first, b_first], axis=1), np.concatenate([a_second, b_second]), *rows]
 
     def _out_of_memory(self, shape: tuple[int, ...], error: BaseException) -> None:
         with self._lock:

@@ -94,12 +94,13 @@ def _cuda_options(target: Target) -> dict[str, Any]:
     options: dict[str, Any] = {
         "device_id": target.device_id,
         # onnxruntime's own default, named so that it shows: over random shapes on a GPU, growing by
-        # what each shape asks for (kSameAsRequested) left more memory held, fragmented (README)
+        # what each shape asks for (kSameAsRequested) left more memory held, fragmented (docs/design/gpu-memory.md)
         "arena_extend_strategy": "kNextPowerOfTwo",
         "use_tf32": 0,  # variant="fp32" stays fp32 (TF32 keeps 10 mantissa bits); the fp16 graph is unaffected
         # attention kernels allowed (onnxruntime's AttentionBackend bits; 2 = memory-efficient, the unfused
         # kernel stays as fallback): onnxruntime's own choice on an H100 (cuDNN flash attention) builds a
-        # plan for every new (batch, length) shape, about 50 ms each, the same speed once seen (README)
+        # plan for every new (batch, length) shape, about 50 ms each, the same speed once seen
+        # (docs/design/cuda-attention.md)
         "sdpa_kernel": 2,
     }
     if target.settings.gpu_mem_limit:
@@ -212,8 +213,9 @@ def parse_device(device: str) -> tuple[str, int]:
     return kind, int(index or 0)
 
 
-def device_help() -> str:
-    """The --device help of every command, from the table: the kinds, and what "auto" tries."""
+def device_help(default: str = "auto") -> str:
+    """The --device help of every command, from the table: the kinds, what "auto" tries, and the
+    command's default."""
     auto = " then ".join(s.label for s in PROVIDERS.values() if s.auto)
     kinds = ", ".join(k if k == "cpu" else f"{k}[:N]" for k in PROVIDERS)
-    return f"where to run: auto ({auto} where it loads, else the CPU with a warning), {kinds} (default: auto)"
+    return f"where to run: auto ({auto} where it loads, else the CPU with a warning), {kinds} (default: {default})"

@@ -1,6 +1,6 @@
 """CPU scheduling: how many batches run side by side, and which session runs each one.
 
-Two choices, both measured on the CPU (the README's "Encode" benchmarks):
+Two choices, both measured on the CPU (docs/design/cpu-threads.md):
 
 - side by side: with a small encoder (hidden size <= SIDE_BY_SIDE_MAX_HIDDEN) the vocab head
   dominates, and while one batch is in its serial steps a second keeps the cores busy, so by

@@ -125,7 +125,7 @@ def session_options(threads: int | None, spinning: bool):
     opts.log_severity_level = 3
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
-    # Spinning workers fight tokenizer/numpy threads on small machines (README, "Encode").
+    # Spinning workers fight tokenizer/numpy threads on small machines (docs/design/cpu-threads.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return opts
 

@@ -15,12 +15,20 @@ import socket
 import sys
 from typing import Any
 
-from ..cli_support import add_verbose, device_help, non_negative_float, run, variant_choices, variant_help
+from ..cli_support import (
+    EXTRAS,
+    add_verbose,
+    device_arg,
+    device_help,
+    non_negative_float,
+    run,
+    variant_choices,
+    variant_help,
+)
 from ..validation import positive_int_arg
 
 PROG = "splade-serve"
 API_KEY_ENV = "SPLADE_SERVE_API_KEY"  # read when --api-key is not given: a key on the command line shows in `ps`
-SERVE_MODULES = ("uvicorn", "starlette", "prometheus_client", "orjson")
 
 logger = logging.getLogger("splade_rt")
 
@@ -71,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     bat.add_argument("--max-wait-ms", type=non_negative_float, default=None,
                      help="longest a text waits for others to share its graph run (default: the device's)")
     enc = p.add_argument_group("encoder")
-    enc.add_argument("--device", default="auto", help=device_help())
+    enc.add_argument("--device", default="auto", type=device_arg, help=device_help())
     enc.add_argument("--variant", default=None, choices=variant_choices(), metavar="VARIANT", help=variant_help())
     enc.add_argument("--threads", type=positive_int_arg, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
@@ -83,7 +91,7 @@ def _require_serve_extra() -> None:
     """One line naming the extra when the server's packages are missing (before the encoder loads)."""
     import importlib.util
 
-    missing = [name for name in SERVE_MODULES if importlib.util.find_spec(name) is None]
+    missing = [name for name, extra in EXTRAS.items() if extra == "serve" and importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"{missing[0]} is not installed; pip install 'splade-rt[serve]'")
 
