@@ -8,18 +8,23 @@ Exporting (`splade-export`, `splade_rt.export`) needs the export extra; this top
 pulls in only numpy; tokenizers and onnxruntime load when an encoder is created.
 """
 
-from .errors import DatasetError, DeviceError, ExportDirError, ModelSourceError, SpladeError
+from .errors import DatasetError, DeviceError, ExportDirError, ModelSourceError, OverloadedError, SpladeError
 from .runtime import SparseAndDense, SparseEmbeddings, SparseVector, SpladeEncoder
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`splade_rt.encode_corpus`, imported on first use: bulk encoding is not needed to encode texts."""
+    """`splade_rt.encode_corpus` and `splade_rt.MicroBatcher`, imported on first use: neither is needed
+    to encode texts."""
     if name == "encode_corpus":
         from .bulk import encode_corpus
 
         return encode_corpus
+    if name == "MicroBatcher":  # many callers on one encoder (docs/serve.md)
+        from .serve import MicroBatcher
+
+        return MicroBatcher
     raise AttributeError(f"module 'splade_rt' has no attribute {name!r}")
 
 
@@ -27,7 +32,9 @@ __all__ = [
     "DatasetError",
     "DeviceError",
     "ExportDirError",
+    "MicroBatcher",
     "ModelSourceError",
+    "OverloadedError",
     "SparseAndDense",
     "SparseEmbeddings",
     "SparseVector",
