@@ -167,6 +167,22 @@ def test_corpus_command_and_qdrant_writer_store_flag_embeddings_weights(m3, text
         client.close()
 
 
+def test_splade_bench_compares_with_flag_embedding(m3, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "splade_rt.bench.cli", str(m3[1]), "--limit", "16", "--batch-size",
+                           "8", "--min-seconds", "0", "--threads", "1", "--compare", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["reference"] == "FlagEmbedding"
+    assert report["results"]["reference"]["label"].startswith("FlagEmbedding BGEM3FlagModel fp32")
+    assert report["results"]["splade-rt"]["check_vs_reference"]["max_abs_diff"] <= 1e-4
+    assert "x FlagEmbedding" in proc.stdout
+
+
 def test_a_missing_sparse_head_is_one_line(tmp_path):
     model = make_bge_m3(tmp_path / "model", layout="hub", max_length=MAX_LENGTH)
     (model / "sparse_linear.pt").unlink()

@@ -108,8 +108,9 @@ def load_texts(texts_file: Path | None, dataset: Path | None, limit: int) -> tup
 
 
 def reference_spec(export_dir: Path, device: str) -> dict:
-    """sentence-transformers on the model the export was made from (its directory must be here), on
-    splade-rt's device (bench.worker.torch_device: TensorRT's GPU is CUDA to torch)."""
+    """The library a user would run instead, on the model the export was made from (its directory must
+    be here), on splade-rt's device (bench.worker.torch_device: TensorRT's GPU is CUDA to torch):
+    sentence-transformers for a SPLADE export, FlagEmbedding for a bge-m3 one (head token-max)."""
     from ..manifest import read_manifest
 
     manifest = read_manifest(export_dir)
@@ -122,8 +123,13 @@ def reference_spec(export_dir: Path, device: str) -> dict:
         path = Path(str(source.get("path", "")))
     if not (path / "config.json").is_file():
         raise SpladeError(f"--compare needs the model the export was made from; {path} is not a model directory here")
-    return {"kind": "st", "mlm_dir": str(path), "activation": manifest.model.activation,
-            "max_length": manifest.tokenizer.max_length, "device": device,
+    common = {"max_length": manifest.tokenizer.max_length, "device": device}
+    if manifest.model.heads["document"] == "token-max":
+        if importlib.util.find_spec("FlagEmbedding") is None:
+            raise SpladeError("--compare on a bge-m3 export runs FlagEmbedding: pip install FlagEmbedding")
+        return {**common, "kind": "flag", "model_dir": str(path), "short": "FlagEmbedding",
+                "label": f"FlagEmbedding BGEM3FlagModel fp32 {device}"}
+    return {**common, "kind": "st", "mlm_dir": str(path), "activation": manifest.model.activation, "short": "ST",
             "label": f"sentence-transformers torch fp32 {device}"}
 
 
@@ -140,7 +146,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int_arg, help="CPU intra-op threads (default: all cores)")
     p.add_argument("--min-seconds", type=non_negative_float, default=3.0,
                    help="time passes for at least this long per batch size (default 3)")
-    p.add_argument("--compare", action="store_true", help="also run sentence-transformers torch on the source model")
+    p.add_argument("--compare", action="store_true", help="also run sentence-transformers torch on the source model "
+                   "(FlagEmbedding for a bge-m3 export), and compare vectors and speed")
     p.add_argument("--json", type=output_file, help="write the report here")
     add_verbose(p)
     return p
@@ -193,7 +200,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     configs = {"splade-rt": {"kind": "rt", "export_dir": str(args.export_dir), "device": args.device,
                              "variant": args.variant, "label": f"splade-rt {args.variant or 'default'} {args.device}"}}
     if args.compare:
-        configs["sentence-transformers"] = reference_spec(args.export_dir, args.device)
+        configs["reference"] = reference_spec(args.export_dir, args.device)
     results = {}
     for name, spec in configs.items():
         print(f"{PROG}: measuring {spec['label']} ...", file=sys.stderr, flush=True)
@@ -201,20 +208,22 @@ def benchmark(args: argparse.Namespace) -> dict:
         if "error" in result:  # the worker's last line: a SpladeError's message without its class path
             result["error"] = re.sub(r"^splade_rt\.errors\.\w+: ", "", result["error"])
         results[name] = {"label": spec["label"], **result}
-    reference = results.get("sentence-transformers", {})
-    for entry in results.values():
+    reference = results.get("reference", {})
+    for name, entry in results.items():
+        if name == "reference":
+            continue
         if "vectors" in reference and "vectors" in entry:
-            entry["check_vs_sentence_transformers"] = compare_rows(reference["vectors"], entry["vectors"])
+            entry["check_vs_reference"] = compare_rows(reference["vectors"], entry["vectors"])
         for b in args.batch_size:
             key = f"passages_per_s_b{b}"
             if key in entry and key in reference:
-                entry[f"x_sentence_transformers_b{b}"] = entry[key] / reference[key]
+                entry[f"x_reference_b{b}"] = entry[key] / reference[key]
     for entry in results.values():
         entry.pop("vectors", None)
     return {"date": date.today().isoformat(), "machine": machine_info(), "threads": threads,
             "passages": len(passages), "texts": what, "queries": len(queries),
             "mean_passage_tokens": common["passage_tokens"] / len(passages), "batch_sizes": args.batch_size,
-            "results": results}
+            "reference": configs["reference"]["short"] if args.compare else None, "results": results}
 
 
 def table(report: dict) -> str:
@@ -230,15 +239,16 @@ def table(report: dict) -> str:
         where = f" [{entry['provider']}, {entry['graph']}]" if "provider" in entry else ""
         lines.append(f"{entry['label']}{where}")
         for b in report["batch_sizes"]:
-            ratio = entry.get(f"x_sentence_transformers_b{b}")
+            ratio = entry.get(f"x_reference_b{b}")
             lines.append(f"  batch {b:4d}: {entry[f'passages_per_s_b{b}']:9.1f} passages/s "
-                         f"{entry[f'tokens_per_s_b{b}']:10.0f} tokens/s" + (f"  {ratio:.2f}x ST" if ratio else ""))
+                         f"{entry[f'tokens_per_s_b{b}']:10.0f} tokens/s"
+                         + (f"  {ratio:.2f}x {report['reference']}" if ratio else ""))
         lines.append(f"  query at batch 1: p50 {entry['query_p50_ms']:.2f} ms, p99 {entry['query_p99_ms']:.2f} ms; "
                      f"cold start {entry['cold_start_s']:.2f} s; peak RSS {entry['peak_rss_mib']:.0f} MiB"
                      + (f"; GPU {entry['gpu_memory_mib']:.0f} MiB" if "gpu_memory_mib" in entry else ""))
-        check = entry.get("check_vs_sentence_transformers")
+        check = entry.get("check_vs_reference")
         if check:
-            lines.append(f"  vs sentence-transformers: max abs diff {check['max_abs_diff']:.1e}, "
+            lines.append(f"  vs {report['reference']}: max abs diff {check['max_abs_diff']:.1e}, "
                          f"top-64 overlap {check['top64_overlap']:.4f}")
     return "\n".join(lines)
 

@@ -41,21 +41,30 @@ SLACK_ABS = 1e-6
 TOKEN_Q_MAX = 63.0
 
 
+ROW_BLOCK = 8192  # vocab rows per float64 block in the export-time statistics (a block: 8192 x H x 8 bytes)
+
+
 def quantize_rows(weight: np.ndarray) -> dict[str, np.ndarray]:
-    """Symmetric per-vocab-row int8 weights and the row statistics the bound needs (rounded up)."""
-    w = weight.astype(np.float64)
-    winf = np.abs(w).max(axis=1)
-    # the float32 scale is what the graph dequantizes with, so the error is measured against it
-    scale = np.where(winf > 0, winf / 127.0, 1.0).astype(np.float32).astype(np.float64)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127)
-    dw = np.abs(w - q * scale[:, None])
-    return {
-        "wq": q.astype(np.int8),  # [V, H]
-        "scale": scale.astype(np.float32),  # exact float32 used for dequantization below
-        "dw_inf": round_up(dw.max(axis=1)),
-        "w1_plus_dw1": round_up(np.abs(w).sum(axis=1) + dw.sum(axis=1)),
-        "w_inf": round_up(winf),
-    }
+    """Symmetric per-vocab-row int8 weights and the row statistics the bound needs (rounded up).
+    Row by row arithmetic, done in blocks of ROW_BLOCK rows: the float64 temporaries of a 250k
+    vocabulary would be gigabytes each."""
+    vocab = weight.shape[0]
+    out = {"wq": np.empty(weight.shape, np.int8), "scale": np.empty(vocab, np.float32),
+           **{key: np.empty(vocab, np.float32) for key in ("dw_inf", "w1_plus_dw1", "w_inf")}}
+    for start in range(0, vocab, ROW_BLOCK):
+        rows = slice(start, min(start + ROW_BLOCK, vocab))
+        w = weight[rows].astype(np.float64)
+        winf = np.abs(w).max(axis=1)
+        # the float32 scale is what the graph dequantizes with, so the error is measured against it
+        scale = np.where(winf > 0, winf / 127.0, 1.0).astype(np.float32).astype(np.float64)
+        q = np.clip(np.rint(w / scale[:, None]), -127, 127)
+        dw = np.abs(w - q * scale[:, None])
+        out["wq"][rows] = q.astype(np.int8)  # [V, H]
+        out["scale"][rows] = scale.astype(np.float32)  # exact float32 used for dequantization below
+        out["dw_inf"][rows] = round_up(dw.max(axis=1))
+        out["w1_plus_dw1"][rows] = round_up(np.abs(w).sum(axis=1) + dw.sum(axis=1))
+        out["w_inf"][rows] = round_up(winf)
+    return out
 
 
 def round_up(x: np.ndarray) -> np.ndarray:
@@ -71,7 +80,9 @@ def screen_bound(weight: np.ndarray, bias: np.ndarray, center: np.ndarray | None
     hidden = weight.shape[1]
     stats = quantize_rows(weight)
     mu = np.zeros(hidden, np.float32) if center is None else np.asarray(center, np.float32)
-    mu_w = weight.astype(np.float64) @ mu.astype(np.float64)  # [V]: the centre's share of every logit
+    mu_w = np.empty(weight.shape[0], np.float64)  # [V]: the centre's share of every logit
+    for start in range(0, weight.shape[0], ROW_BLOCK):
+        mu_w[start:start + ROW_BLOCK] = weight[start:start + ROW_BLOCK].astype(np.float64) @ mu.astype(np.float64)
     # rounding the exact pass and the centring can't exceed: |h|_1 <= |h - mu|_1 + 2 |mu|_1 (one fp32 Sub)
     slack_w = SLACK_REL * stats["w_inf"].astype(np.float64)
     slack_b = SLACK_REL * (np.abs(bias) + np.abs(mu_w)) + SLACK_ABS + 2 * np.abs(mu).sum() * slack_w
