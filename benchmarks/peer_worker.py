@@ -8,7 +8,10 @@ comes in SPEC.json, everything goes out as a file. Modes:
 
 - `prepare`: (sentence-transformers venv) save the model as a sentence-transformers SparseEncoder
   with its ONNX exports: plain (optimum's export, as `backend="onnx"` makes it), O3 and int8
-  dynamic quantization (sentence-transformers' export helpers). Writes a JSON report to OUT.
+  dynamic quantization (sentence-transformers' export helpers); with spec["backend"] "openvino"
+  (the st-openvino venv) its OpenVINO exports instead: plain (optimum-intel's, as
+  `backend="openvino"` makes it) and int8 static quantization (`export_static_quantized_openvino_model`,
+  calibrated on spec's local texts, see prepare_openvino). Writes a JSON report to OUT.
 - `run`: load one configuration, then measure it as splade_rt.bench.worker measures splade-rt:
   cold start (process start-up + import + load + first encode, from the parent's spawn), query
   latency at batch 1 (p50, p99), passages/s per batch size (measure.throughput), peak RSS, and the
@@ -16,9 +19,9 @@ comes in SPEC.json, everything goes out as a file. Modes:
 - `encode`: encode documents and queries once (for a retrieval-quality evaluation made by the
   parent); writes their CSR arrays to OUT (.npz).
 
-Configurations (spec["kind"]): "st" (sentence-transformers SparseEncoder, spec["backend"] torch or
-onnx, spec["file_name"] the ONNX file) and "fastembed" (fastembed SparseTextEmbedding on a local
-directory holding an ONNX masked-LM export and its tokenizer).
+Configurations (spec["kind"]): "st" (sentence-transformers SparseEncoder, spec["backend"] torch,
+onnx or openvino, spec["file_name"] the ONNX file or OpenVINO IR) and "fastembed" (fastembed
+SparseTextEmbedding on a local directory holding an ONNX masked-LM export and its tokenizer).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from splade_rt.machine import peak_rss_mib  # noqa: E402
 # (max over tokens of log1p(relu(logits)), masked) is SPLADE's.
 FASTEMBED_SPLADE_NAME = "prithivida/Splade_PP_en_v1"
 PACKAGES = ("sentence-transformers", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx", "torch",
-            "fastembed", "tokenizers", "numpy", "huggingface-hub")
+            "fastembed", "tokenizers", "numpy", "huggingface-hub", "optimum-intel", "openvino", "nncf", "datasets")
+OPENVINO_INT8_SUFFIX = "qint8_quantized"  # export_static_quantized_openvino_model's default file suffix
 
 
 def versions() -> dict[str, str]:
@@ -95,6 +99,10 @@ def load_st(model_dir: str, backend: str = "torch", file_name: str | None = None
             kwargs = {"backend": "onnx", "model_kwargs": {"file_name": file_name or "onnx/model.onnx",
                                                           "provider": "CPUExecutionProvider",
                                                           "session_options": options}}
+        elif backend == "openvino":  # OpenVINO's CPU plugin runs its own thread pool: OMP_NUM_THREADS misses it
+            kwargs = {"backend": "openvino",
+                      "model_kwargs": {"file_name": file_name or "openvino/openvino_model.xml",
+                                       "ov_config": {"INFERENCE_NUM_THREADS": threads} if threads else {}}}
         model = SparseEncoder(model_dir, device="cpu", **kwargs)
     if max_length:
         model.max_seq_length = max_length
@@ -111,6 +119,7 @@ class STEncoder:
         self.imported = time.time()
         self.model = load_st(spec["model_dir"], spec.get("backend", "torch"), spec.get("file_name"), spec["threads"],
                              spec.get("max_length"))
+        self.details = openvino_details(self.model) if spec.get("backend") == "openvino" else {}
 
     def encode(self, texts: list[str], batch_size: int):
         return self.model.encode_document(texts, batch_size=batch_size, convert_to_tensor=True)
@@ -126,6 +135,21 @@ class STEncoder:
         rows, cols, values = rows[keep], cols[keep], values[keep]
         indptr = np.searchsorted(rows, np.arange(coo.shape[0] + 1))  # coalesced: sorted by row, then column
         return indptr, cols.astype(np.int32), values.astype(np.float32), int(coo.shape[1])
+
+
+def openvino_details(model) -> dict:
+    """The precision and threads OpenVINO compiled the model with (its CPU plugin picks bf16 by
+    itself where the CPU has it, so "fp32" is checked, not assumed)."""
+    out = {}
+    try:
+        compiled = model.transformers_model.request
+        compiled = compiled.get_compiled_model() if hasattr(compiled, "get_compiled_model") else compiled
+        for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
+            with contextlib.suppress(Exception):
+                out["openvino_" + key.lower()] = str(compiled.get_property(key))
+    except Exception as e:  # noqa: BLE001 (a detail: the run goes on without it)
+        out["openvino_details_error"] = f"{type(e).__name__}: {e}"[:200]
+    return out
 
 
 class FastEmbedEncoder:
@@ -181,6 +205,7 @@ def run(spec: dict, out_path: str) -> None:
         result.update(numbers)
     result["vectors"] = rows(enc, out, spec["check_rows"]) if out is not None else []
     result["peak_rss_mib"] = peak_rss_mib()
+    result.update(getattr(enc, "details", {}))
     result["versions"] = versions()
     write_json(result, out_path)
 
@@ -199,12 +224,9 @@ def encode(spec: dict, out_path: str) -> None:
     np.savez(out_path, **arrays)
 
 
-def prepare(spec: dict, out_path: str) -> None:
-    """The model as a sentence-transformers directory with onnx/model.onnx (the plain export that
-    backend="onnx" makes), onnx/model_O3.onnx and onnx/model_qint8_<config>.onnx."""
-    from sentence_transformers import SparseEncoder, export_dynamic_quantized_onnx_model, export_optimized_onnx_model
-
-    source, out = spec["model_dir"], Path(spec["out_dir"])
+def st_copy(source: str, out: Path) -> None:
+    """source (a sentence-transformers or a *ForMaskedLM directory) saved as a writable
+    sentence-transformers directory at out, without any export it had."""
     if out.exists():
         shutil.rmtree(out)
     if (Path(source) / "modules.json").is_file():
@@ -214,6 +236,19 @@ def prepare(spec: dict, out_path: str) -> None:
         out.chmod(out.stat().st_mode | 0o200)
     else:
         load_st(source).save(str(out))
+
+
+def prepare(spec: dict, out_path: str) -> None:
+    """The model as a sentence-transformers directory with onnx/model.onnx (the plain export that
+    backend="onnx" makes), onnx/model_O3.onnx and onnx/model_qint8_<config>.onnx; with spec["backend"]
+    "openvino", prepare_openvino's instead."""
+    if spec.get("backend") == "openvino":
+        prepare_openvino(spec, out_path)
+        return
+    from sentence_transformers import SparseEncoder, export_dynamic_quantized_onnx_model, export_optimized_onnx_model
+
+    source, out = spec["model_dir"], Path(spec["out_dir"])
+    st_copy(source, out)
     started = time.perf_counter()
     model = SparseEncoder(str(out), device="cpu", backend="onnx")  # no onnx/model.onnx yet: optimum exports it
     model.save_pretrained(str(out))
@@ -228,6 +263,53 @@ def prepare(spec: dict, out_path: str) -> None:
     write_json({"out_dir": str(out), "files": files, "max_seq_length": model.max_seq_length,
                 "seconds": {"export": exported, "O3": optimized, "quantize": quantized}, "versions": versions()},
                out_path)
+
+
+def prepare_openvino(spec: dict, out_path: str) -> None:
+    """The model as a sentence-transformers directory with openvino/openvino_model.xml (optimum-intel's
+    export, as backend="openvino" makes it and save_pretrained keeps it) and
+    openvino/openvino_model_qint8_quantized.xml, sentence-transformers' documented int8 form:
+    export_static_quantized_openvino_model with OVQuantizationConfig() (8-bit weights and activations,
+    NNCF post-training static quantization).
+
+    Its default calibration set is GLUE SST-2 from the hub, which the benchmarks cannot reach. The
+    function takes no Dataset object, only dataset_name, config, split and column, passed on to
+    datasets.load_dataset, which also reads a local directory of data files (as optimum-intel's
+    get_calibration_dataset documents): so the parent's calibration texts (spec's texts file,
+    "calibration") are written as one JSON-lines file in such a directory and named there. The rest
+    (its tokenization, padded to 384, its sample count, its file name) is the function's own."""
+    cache = Path.cwd() / "hf-cache"  # the worker's temporary directory: the calibration set's arrow cache
+    os.environ["HF_HUB_CACHE"] = os.environ["HF_DATASETS_CACHE"] = str(cache)
+    from optimum.intel import OVQuantizationConfig
+    from sentence_transformers import SparseEncoder, export_static_quantized_openvino_model
+
+    source, out = spec["model_dir"], Path(spec["out_dir"])
+    st_copy(source, out)
+    with open(spec["texts_file"], encoding="utf-8") as f:
+        calibration = json.load(f)["calibration"]
+    data = Path.cwd() / "calibration"
+    data.mkdir(exist_ok=True)
+    with open(data / "train.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": t}) + "\n" for t in calibration)
+    started = time.perf_counter()
+    model = SparseEncoder(str(out), device="cpu", backend="openvino")  # no openvino/ yet: optimum-intel exports it
+    model.save_pretrained(str(out))
+    exported = time.perf_counter() - started
+    started = time.perf_counter()
+    config = OVQuantizationConfig()
+    export_static_quantized_openvino_model(model, config, str(out), dataset_name=str(data),
+                                           dataset_config_name="default", dataset_split="train", column_name="text",
+                                           file_suffix=OPENVINO_INT8_SUFFIX)
+    quantized = time.perf_counter() - started
+    shutil.rmtree(cache, ignore_errors=True)
+    files = {p.name: p.stat().st_size for p in sorted((out / "openvino").glob("*.bin"))}
+    if f"openvino_model_{OPENVINO_INT8_SUFFIX}.xml" not in {p.name for p in (out / "openvino").glob("*.xml")}:
+        raise RuntimeError(f"export_static_quantized_openvino_model wrote no openvino_model_{OPENVINO_INT8_SUFFIX}.xml "
+                           f"in {out / 'openvino'}: {sorted(p.name for p in (out / 'openvino').iterdir())}")
+    write_json({"out_dir": str(out), "files": files, "max_seq_length": model.max_seq_length,
+                "calibration": {"texts": len(calibration), "num_samples": config.num_samples,
+                                "dataset": "local JSON lines (the parent's texts)"},
+                "seconds": {"export": exported, "quantize": quantized}, "versions": versions()}, out_path)
 
 
 def write_json(result: dict, path: str) -> None:

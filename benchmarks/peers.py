@@ -5,10 +5,12 @@ base-size one (`--only st-onnx-int8 base-st-onnx-int8 ...` picks some).
 
 sentence-transformers' ONNX backend needs optimum-onnx, which pins transformers<4.58 and so cannot
 share the main environment (sentence-transformers 6 needs transformers 5). fastembed brings its own
-onnxruntime and tokenizers pins. So each peer gets a virtual environment that this module creates
+onnxruntime and tokenizers pins. Its OpenVINO backend needs optimum-intel, whose optimum (~=2.3)
+is not optimum-onnx's (2.1). So each peer gets a virtual environment that this module creates
 itself, under benchmarks/.cache/venvs/<name>, from the pins in REQUIREMENTS below; it is kept
-between runs and recreated when the pins (or the Python) change. Creating both takes about two
-minutes with the local torch wheel.
+between runs and recreated when the pins (or the Python) change. Creating the ONNX ones takes about
+two minutes with the local torch wheel, the OpenVINO one about INSTALL_TIME (its marker file records
+each install's time).
 
 The peers:
 - `st-onnx`, `st-onnx-o3`, `st-onnx-int8`: sentence-transformers `SparseEncoder(..., backend="onnx")`
@@ -21,12 +23,24 @@ The peers:
   loads a local directory through `specific_model_path`, under its registered name
   "prithivida/Splade_PP_en_v1", whose pooling (max over tokens of log1p(relu(logits))) is SPLADE's.
   Nothing is fetched from a hub.
+- `st-openvino`, `st-openvino-int8`: `SparseEncoder(..., backend="openvino")` (which
+  sentence-transformers' efficiency docs name its fastest CPU option) on optimum-intel's export
+  (what backend="openvino" makes and save_pretrained keeps, openvino/openvino_model.xml), and on its
+  int8 form as sentence-transformers documents it: `export_static_quantized_openvino_model` with
+  `OVQuantizationConfig()`, NNCF's post-training static quantization of weights and activations. Its
+  default calibration set (GLUE SST-2) comes from the hub; the function takes no Dataset, but it
+  passes dataset_name to datasets.load_dataset, which reads a local directory of data files, so
+  the calibration set is CALIBRATION below (300 SciFact passages, none of them timed), written as a
+  JSON-lines file. Made once per model and pin set, in the st-openvino venv, under peer-models/ too.
+  Both run with INFERENCE_NUM_THREADS set to the run's threads (OpenVINO's CPU plugin has its own
+  thread pool); the precision it compiled for is recorded (`openvino_inference_precision_hint`: its
+  CPU plugin would pick bf16 by itself on a CPU with AMX or AVX-512 BF16).
 
 Each configuration runs in its own process (benchmarks/peer_worker.py, in the peer's venv) and is
 measured by the code that measures splade-rt (splade_rt.bench.measure); its vectors are compared with
-sentence-transformers torch. For the int8 model, its retrieval loss on SciFact (nDCG@10 at max
-length 256, and the active-term Jaccard of its vectors) against the fp32 export is measured too,
-with splade_rt.evaluation's search and metrics.
+sentence-transformers torch. For each int8 model (QUALITY_PAIRS), its retrieval loss on SciFact
+(nDCG@10 at max length 256, and the active-term Jaccard of its vectors) against the same peer's fp32
+export is measured too, with splade_rt.evaluation's search and metrics.
 
 `benchmarks.run` calls `peer_configurations`, `run_peer` and `int8_quality`.
 """
@@ -65,21 +79,44 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
                 "huggingface-hub==0.36.2", "numpy==2.4.6"),
     "fastembed": ("fastembed==0.9.1", "onnxruntime==1.32.0", "tokenizers==0.23.3", "huggingface-hub==1.33.0",
                   "numpy==2.4.6"),
+    # optimum-intel 2.1 needs optimum~=2.3, so it cannot share st-onnx's optimum 2.1; the same
+    # sentence-transformers and transformers as st-onnx, so the two backends differ only in their runtime.
+    # optimum-intel 2.2 would add torchvision, whose PyPI wheel is built for CUDA torch. datasets is
+    # for the int8 export's calibration set (a local one: see peer_worker.prepare_openvino).
+    "st-openvino": (TORCH, "sentence-transformers==5.7.0", "transformers==4.57.6", "optimum==2.3.0",
+                    "optimum-intel==2.1.0", "openvino==2026.4.1", "openvino-tokenizers==2026.4.1.0", "nncf==3.4.0",
+                    "datasets==5.0.1", "tokenizers==0.22.2", "huggingface-hub==0.36.2", "numpy==2.4.6"),
 }
 
+# "venv": where the configuration runs; "export": the venv whose peer_worker `prepare` makes its model
+# directory (EXPORTS: with which backend).
 PEERS: dict[str, dict] = {
-    "st-onnx": {"venv": "st-onnx", "kind": "st", "backend": "onnx", "file_name": "onnx/model.onnx",
-                "label": "sentence-transformers ONNX backend (optimum export, fp32)"},
-    "st-onnx-o3": {"venv": "st-onnx", "kind": "st", "backend": "onnx", "file_name": "onnx/model_O3.onnx",
-                   "label": "sentence-transformers ONNX backend, O3 optimized"},
-    "st-onnx-int8": {"venv": "st-onnx", "kind": "st", "backend": "onnx",
+    "st-onnx": {"venv": "st-onnx", "export": "st-onnx", "kind": "st", "backend": "onnx",
+                "file_name": "onnx/model.onnx", "label": "sentence-transformers ONNX backend (optimum export, fp32)"},
+    "st-onnx-o3": {"venv": "st-onnx", "export": "st-onnx", "kind": "st", "backend": "onnx",
+                   "file_name": "onnx/model_O3.onnx", "label": "sentence-transformers ONNX backend, O3 optimized"},
+    "st-onnx-int8": {"venv": "st-onnx", "export": "st-onnx", "kind": "st", "backend": "onnx",
                      "file_name": "onnx/model_qint8_{quantization}.onnx",
                      "label": "sentence-transformers ONNX backend, int8 dynamic ({quantization}; lossy)"},
-    "fastembed": {"venv": "fastembed", "kind": "fastembed",
+    "fastembed": {"venv": "fastembed", "export": "st-onnx", "kind": "fastembed",
                   "label": "fastembed SparseTextEmbedding (optimum export, fp32)"},
+    "st-openvino": {"venv": "st-openvino", "export": "st-openvino", "kind": "st", "backend": "openvino",
+                    "file_name": "openvino/openvino_model.xml",
+                    "label": "sentence-transformers OpenVINO backend (optimum-intel export, fp32)"},
+    "st-openvino-int8": {"venv": "st-openvino", "export": "st-openvino", "kind": "st", "backend": "openvino",
+                         "file_name": "openvino/openvino_model_qint8_quantized.xml",
+                         "label": "sentence-transformers OpenVINO backend, int8 static (NNCF, SciFact calibration; "
+                                  "lossy)"},
 }
+EXPORTS = {"st-onnx": "onnx", "st-openvino": "openvino"}
+# OpenVINO's int8 export is calibrated: on SciFact passages 1000-1299, which neither model's timed
+# passages (the first ones, and 904-999 on the base-size model) include
+CALIBRATION = ("scifact", 1000, 300)
 QUALITY_MAX_LENGTH = 256
-QUALITY_CONFIGS = ("st-onnx", "st-onnx-int8")  # the int8 model's loss is measured against the fp32 export
+# each int8 model's retrieval loss, measured against the fp32 export of the same peer
+QUALITY_PAIRS = {"st-onnx-int8": "st-onnx", "st-openvino-int8": "st-openvino"}
+QUALITY_NAMES = {"st-onnx-int8": "sentence-transformers ONNX int8",
+                 "st-openvino-int8": "sentence-transformers OpenVINO int8"}
 
 
 class PeerError(RuntimeError):
@@ -237,22 +274,42 @@ def model_stamp(model_dir: Path) -> list:
     return [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in sorted(model_dir.rglob("*")) if p.is_file()]
 
 
-def prepare_st_onnx(model_dir: Path, python: Path, quantization: str, timeout: float = 3600,
-                    log: Callable[[str], None] = print) -> tuple[Path, dict]:
-    """model_dir saved by the peer's sentence-transformers with its three ONNX exports (cached per
-    model, pin set and quantization config): (the directory, the prepare report)."""
+def calibration_texts(spec: tuple[str, int, int] = CALIBRATION) -> list[str]:
+    """The OpenVINO int8 export's calibration passages: CALIBRATION's slice of a shared collection,
+    else (no shared data) the exporter's parity passages, repeated to the same count."""
+    from .common import collection_texts
+
+    name, start, count = spec
+    texts = collection_texts(name, documents=start + count)[0][start:]
+    if not texts:
+        from splade_rt.export.texts import PASSAGES
+
+        texts = (PASSAGES * count)[:count]
+    return texts
+
+
+def prepare_st_model(model_dir: Path, python: Path, backend: str = "onnx", quantization: str = "",
+                     timeout: float = 3600, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """model_dir saved by the peer's sentence-transformers with its exports (cached per model, pin
+    set, backend and quantization config or calibration texts): ONNX (plain, O3, int8 dynamic) or
+    OpenVINO (plain, int8 static): (the directory, the prepare report)."""
     model_dir = Path(model_dir).resolve()
-    key = hashlib.sha256(json.dumps([str(model_dir), model_stamp(model_dir), str(python),
-                                     installed(python), quantization]).encode()).hexdigest()[:16]
+    texts = {"calibration": calibration_texts()} if backend == "openvino" else None
+    what = [str(model_dir), model_stamp(model_dir), str(python), installed(python), quantization]
+    if backend != "onnx":  # the ONNX exports' key, and so their cache, as before the OpenVINO ones
+        what += [backend, hashlib.sha256(json.dumps(texts).encode()).hexdigest()]
+    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
     out = PEER_MODELS / f"{model_dir.name}-{key}"
     marker = out / "peer-prepared.json"
     if marker.is_file():
         return out, json.loads(marker.read_text())
-    log(f"peers: exporting {model_dir} to ONNX (plain, O3, int8 {quantization}) in {out}")
+    log(f"peers: exporting {model_dir} to "
+        + (f"ONNX (plain, O3, int8 {quantization})" if backend == "onnx" else
+           f"OpenVINO (plain, int8 static on {len(texts['calibration'])} {CALIBRATION[0]} passages)") + f" in {out}")
     partial = out.with_name(out.name + ".partial")
     PEER_MODELS.mkdir(parents=True, exist_ok=True)
-    report = call_worker(python, "prepare", {"model_dir": str(model_dir), "out_dir": str(partial),
-                                             "quantization": quantization}, 2, timeout)
+    report = call_worker(python, "prepare", {"model_dir": str(model_dir), "out_dir": str(partial), "backend": backend,
+                                             "quantization": quantization}, 2, timeout, texts=texts)
     (partial / "peer-prepared.json").write_text(json.dumps({**report, "source": str(model_dir)}, indent=1) + "\n")
     if out.exists():
         shutil.rmtree(out)
@@ -302,21 +359,28 @@ def peer_configurations(model_dir: Path, *, max_length: int | None = None, only:
     quantization = quantization_config()
     configs: dict[str, dict] = {}
     failed: dict[str, str] = {}
-    try:  # every peer runs an export made in the sentence-transformers venv
-        st_dir, report = prepare_st_onnx(model_dir, ensure_venv("st-onnx", log=log), quantization, log=log)
-    except PeerError as e:
-        failed = {"st-onnx": str(e), "fastembed": f"needs the optimum export from the st-onnx venv, which failed: {e}"}
-    if "fastembed" in names and "fastembed" not in failed:
+    prepared: dict[str, tuple[Path, dict]] = {}
+    for venv in dict.fromkeys(PEERS[n]["export"] for n in names):  # every peer runs an export made in an st venv
         try:
-            ensure_venv("fastembed", log=log)
+            prepared[venv] = prepare_st_model(model_dir, ensure_venv(venv, log=log), EXPORTS[venv],
+                                              quantization if EXPORTS[venv] == "onnx" else "", log=log)
         except PeerError as e:
-            failed["fastembed"] = str(e)
+            failed[venv] = str(e)
+    for venv in dict.fromkeys(PEERS[n]["venv"] for n in names if PEERS[n]["export"] not in failed):
+        if venv not in prepared:
+            try:
+                ensure_venv(venv, log=log)
+            except PeerError as e:
+                failed[venv] = str(e)
     for name in names:
         peer = PEERS[name]
         label = peer["label"].format(quantization=quantization)
-        if peer["venv"] in failed:
-            configs[name] = {"label": label, "unavailable": f"could not be set up: {failed[peer['venv']]}"}
+        if peer["venv"] in failed or peer["export"] in failed:
+            why = failed.get(peer["venv"]) or (f"needs the export from the {peer['export']} venv, which failed: "
+                                               f"{failed[peer['export']]}")
+            configs[name] = {"label": label, "unavailable": f"could not be set up: {why}"}
             continue
+        st_dir, report = prepared[peer["export"]]
         python = venv_python(VENVS / peer["venv"])
         spec = {"label": label, "peer": True, "python": str(python), "kind": peer["kind"],
                 "venv": str(VENVS / peer["venv"]), "versions": installed(python)}
@@ -339,10 +403,12 @@ def peer_configurations(model_dir: Path, *, max_length: int | None = None, only:
 # -- quality -------------------------------------------------------------------------------------
 
 
-def int8_quality(configs: dict[str, dict], dataset_dir: Path, *, max_length: int = QUALITY_MAX_LENGTH,
-                 threads: int = 2, timeout: float = 3600, log: Callable[[str], None] = print) -> dict:
-    """nDCG@10 of the fp32 export and of the int8 model on a BEIR collection (exact search over the
-    whole corpus, splade_rt.evaluation), and the int8 vectors' active-term Jaccard against fp32's."""
+def int8_quality(configs: dict[str, dict], dataset_dir: Path, *, int8: str = "st-onnx-int8",
+                 max_length: int = QUALITY_MAX_LENGTH, threads: int = 2, timeout: float = 3600,
+                 log: Callable[[str], None] = print) -> dict:
+    """nDCG@10 of a peer's fp32 export and of its int8 model (int8, a key of QUALITY_PAIRS) on a BEIR
+    collection (exact search over the whole corpus, splade_rt.evaluation), and the int8 vectors'
+    active-term Jaccard against fp32's."""
     import numpy as np
 
     from splade_rt import SparseEmbeddings
@@ -350,10 +416,11 @@ def int8_quality(configs: dict[str, dict], dataset_dir: Path, *, max_length: int
 
     data = load_beir(dataset_dir)
     texts = {"documents": data.corpus_texts, "queries": data.query_texts}
+    fp32 = QUALITY_PAIRS[int8]
     out: dict = {"dataset": Path(dataset_dir).name, "max_length": max_length, "documents": len(data.corpus_ids),
-                 "queries": len(data.query_ids)}
+                 "queries": len(data.query_ids), "fp32": fp32, "int8": int8}
     vectors = {}
-    for name in QUALITY_CONFIGS:
+    for name in (fp32, int8):
         spec = configs.get(name, {})
         if "python" not in spec:
             return {**out, "error": f"{name} is not available"}
@@ -377,7 +444,6 @@ def int8_quality(configs: dict[str, dict], dataset_dir: Path, *, max_length: int
                      "document_active_dims": parts["documents"].getnnz() / parts["documents"].shape[0],
                      "docs_per_s": len(data.corpus_ids) / seconds}
         vectors[name] = parts
-    fp32, int8 = QUALITY_CONFIGS
     out["ndcg@10_change"] = out[int8]["ndcg@10"] - out[fp32]["ndcg@10"]
     for part in texts:
         out[f"{part}_jaccard_vs_fp32"] = jaccard(vectors[fp32][part], vectors[int8][part])
@@ -396,10 +462,12 @@ def jaccard(a, b) -> float:
 
 def quality_line(q: dict) -> str:
     """int8_quality's result as one sentence under a results table."""
+    int8 = q.get("int8", "st-onnx-int8")  # results written before the OpenVINO peers have the ONNX pair only
+    fp32 = q.get("fp32", QUALITY_PAIRS[int8])
     if "error" in q:
-        return f"int8 retrieval loss: not measured ({q['error']})."
-    return (f"sentence-transformers ONNX int8: retrieval on {q['dataset']} ({q['documents']} documents, "
+        return f"{QUALITY_NAMES[int8]} retrieval loss: not measured ({q['error']})."
+    return (f"{QUALITY_NAMES[int8]}: retrieval on {q['dataset']} ({q['documents']} documents, "
             f"{q['queries']} queries, max length {q['max_length']}, exact search): nDCG@10 "
-            f"{q['st-onnx-int8']['ndcg@10']:.4f} against {q['st-onnx']['ndcg@10']:.4f} for the fp32 export "
+            f"{q[int8]['ndcg@10']:.4f} against {q[fp32]['ndcg@10']:.4f} for the fp32 export "
             f"({q['ndcg@10_change']:+.4f}); active-term Jaccard against fp32: documents "
             f"{q['documents_jaccard_vs_fp32']:.4f}, queries {q['queries_jaccard_vs_fp32']:.4f}.")

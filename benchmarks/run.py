@@ -45,7 +45,7 @@ from .common import (
     table_head,
     why_not,
 )
-from .peers import int8_quality, peer_configurations, quality_line, run_peer
+from .peers import QUALITY_PAIRS, int8_quality, peer_configurations, quality_line, run_peer
 
 REFERENCE = "st-torch"
 BASE = "base-"  # the base-size model's configurations: its names start with this
@@ -171,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in (BASE + "rt-screened", BASE + "rt-int8"):  # how much the screen lets through, random weights
         if "error" not in results.get(name, {"error": None}):
             results[name]["candidates_per_nonzero"] = candidates_per_nonzero(configs[name], runs[name])
-    if "st-onnx-int8" in runs and "error" not in results["st-onnx-int8"]:
-        results["st-onnx-int8"]["quality"] = int8_quality(configs, SHARED / "data" / "scifact", threads=args.threads)
+    for int8 in QUALITY_PAIRS:  # each int8 peer's retrieval loss against its fp32 export, on the tiny model
+        if int8 in runs and "error" not in results[int8]:
+            results[int8]["quality"] = int8_quality(configs, SHARED / "data" / "scifact", int8=int8,
+                                                    threads=args.threads)
     report = {"machine": machine_info(), "date": date.today().isoformat(), "threads": args.threads,
               "repeats": repeats, "min_seconds": common["min_seconds"], "quick": args.quick,
               "passages": len(passages), "queries": len(queries), "models": MODELS,
@@ -279,9 +281,10 @@ def markdown(report: dict) -> str:
                 f(e, "peak_rss_mib", ".0f"), f(e, "peak_rss_mib_b64x256", ".0f"), f(chk, "max_abs_diff", ".1e"),
                 f(chk, "top64_overlap", ".4f"), f(chk, "active_term_jaccard", ".4f"),
                 f(e, "candidates_per_nonzero", ".2f")]) + " |")
-        quality = report["results"].get(prefix + "st-onnx-int8", {}).get("quality")
-        if quality:
-            lines += ["", quality_line(quality)]
+        for int8 in QUALITY_PAIRS:
+            quality = report["results"].get(prefix + int8, {}).get("quality")
+            if quality:
+                lines += ["", quality_line(quality)]
     return "\n".join(lines) + "\n"
 
 

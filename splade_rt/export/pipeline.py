@@ -61,8 +61,8 @@ def export_model(
         if activation not in ("relu", "log1p_relu"):
             raise SpladeError(f"--activation {activation}: expected relu or log1p_relu")
         if source.head != "splade-max":
-            raise SpladeError(f"--activation {activation}: SPLADE's activation; {source.ref} has the {source.head} head "
-                              "(bge-m3's lexical weights take relu)")
+            raise SpladeError(f"--activation {activation}: SPLADE's activation; {source.ref} has the {source.head} "
+                              "head (bge-m3's lexical weights take relu)")
         if source.layout != "transformers" and activation != source.activation:
             raise SpladeError(f"--activation {activation}: the model's SpladePooling says {source.activation}")
         source.activation = activation
