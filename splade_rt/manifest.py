@@ -60,6 +60,7 @@ class FileEntry:
 @dataclass(frozen=True)
 class GraphFile(FileEntry):
     precision: str  # a variants.VARIANTS name
+    data: str | None = None  # its weights file, beside it, for a graph past protobuf's 2 GiB (format 6)
 
     @property
     def variant(self) -> Variant:
@@ -133,6 +134,8 @@ class Manifest:
         if verify and entry is not None and sha256_file(path) != entry.sha256:
             raise ExportDirError(f"{path}: contents differ from the manifest's hash (corrupt, truncated or "
                                  "replaced); re-export the model")
+        if isinstance(entry, GraphFile) and entry.data is not None:  # onnxruntime reads it from beside the graph
+            self.verify_file(entry.data, verify)
         return path
 
 
@@ -189,7 +192,8 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         f = _Fields(entry, path, f"files.{name}.")
         size, digest = f.int("bytes", minimum=0), f.sha256("sha256")
         if "precision" in entry:
-            graphs.append(GraphFile(name, size, digest, f.choice("precision", tuple(VARIANTS))))
+            data_file = f.str("data") if entry.get("data") is not None else None
+            graphs.append(GraphFile(name, size, digest, f.choice("precision", tuple(VARIANTS)), data_file))
             files[name] = graphs[-1]
         else:
             files[name] = FileEntry(name, size, digest)
@@ -198,6 +202,9 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
     for needed in (tokenizer.file,):
         if needed not in files:
             raise ExportDirError(f"{path}: field 'files' has no entry for the tokenizer file '{needed}'")
+    for graph in graphs:
+        if graph.data is not None and graph.data not in files:
+            raise ExportDirError(f"{path}: field 'files' has no entry for {graph.name}'s weights file '{graph.data}'")
     query_table = None
     if data.get("query_table") is not None:
         q = root.section("query_table")

@@ -253,3 +253,32 @@ def test_a_new_variant_is_one_table_row_and_its_build_function(tmp_path, monkeyp
     assert SpladeEncoder(tmp_path / "out", device="cpu").placement.precision != row.name  # not in the CPU's order
     assert set(graph.BUILDERS) == set(VARIANTS)  # every row has its build function
 
+
+
+def test_a_graph_past_protobufs_limit_keeps_its_weights_beside_it(tmp_path, monkeypatch):
+    """bge-m3 and other large models pass protobuf's 2 GiB per message: their graphs are saved with the
+    weights in GRAPH.onnx.data (here every graph, by lowering the threshold), listed and hashed in the
+    manifest, and give the same vectors; a damaged weights file is one line at load."""
+    from splade_rt import SpladeEncoder
+    from splade_rt.errors import ExportDirError
+    from splade_rt.export import graph
+
+    tiny = make_tiny_model(tmp_path / "tiny")
+    export_model(str(tiny), tmp_path / "inline", fp16=False, log=lambda _: None)
+    monkeypatch.setattr(graph, "EXTERNAL_DATA_BYTES", 0)
+    manifest = export_model(str(tiny), tmp_path / "external", int8=True, log=lambda _: None)
+    assert manifest["parity"]["passed"]
+    for name, entry in manifest["files"].items():
+        if "precision" in entry:
+            assert entry["data"] == name + ".data" and manifest["files"][entry["data"]]["bytes"] > 0
+    assert sorted(p.name for p in (tmp_path / "external").iterdir()) == sorted([*manifest["files"], "splade.json"])
+    texts = ["what is the capital city", "the immune cell protein"]
+    for variant in ("fp32", "fp32-screened"):
+        want = SpladeEncoder(tmp_path / "inline", device="cpu", variant=variant).encode(texts).to_dense()
+        got = SpladeEncoder(tmp_path / "external", device="cpu", variant=variant).encode(texts).to_dense()
+        np.testing.assert_array_equal(got, want)
+    with open(tmp_path / "external" / "model.fp32.onnx.data", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x7f\x7f\x7f\x7f")
+    with pytest.raises(ExportDirError, match=r"model\.fp32\.onnx\.data: contents differ from the manifest's hash"):
+        SpladeEncoder(tmp_path / "external", device="cpu", variant="fp32")

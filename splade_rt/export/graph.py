@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import gc
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,11 @@ HIDDEN = "mlm_hidden"
 # replace, on small and base-size encoders (benchmarks.cpu_fusions). The fp16 graph, for CUDA and
 # TensorRT, keeps every fusion.
 CPU_UNFUSED = ("enable_attention", "enable_skip_layer_norm")
+LARGE_INITIALIZER = 8 << 20  # bytes: an initializer optimize_body holds aside (a word embedding)
 NATIVE_HEAD = "native_head.npz"  # the native variants' arrays (kernels.native_head.HEAD_ARRAYS)
+# A graph whose weights pass this keeps them in a file beside it (GRAPH.onnx.data): one protobuf message
+# holds at most 2 GiB, and bge-m3 (XLM-R large, 568M parameters) is 2.3 GB in fp32.
+EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 def fp16_keep_fp32() -> list[str]:
@@ -50,6 +56,7 @@ def fp16_keep_fp32() -> list[str]:
 @dataclass
 class ExportedGraphs:
     files: dict[str, Path]  # precision -> graph file
+    data: dict[str, Path]  # precision -> its weights file, for a graph past EXTERNAL_DATA_BYTES
     fusions: dict[str, int]
     decoder_tied: bool
     native_head: Path | None = None  # the native variants' arrays (NATIVE_HEAD), when written
@@ -97,31 +104,55 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     under its file name; the native head's arrays beside them when a native variant is written.
     fusions: the optimizer's, in the fused (fp16) encoder; the CPU graphs leave CPU_UNFUSED out.
     The screen and the native head apply to a head that projects on the vocabulary only."""
-    import onnx
 
     screened = screened and HEADS[source.head].vocab_projection
     options = {"fp16": fp16, "screened": screened, "int8": int8}
     wanted = [v for v in VARIANTS.values() if all(options[o] for o in v.requires)]
     arch, head = source.architecture, export_head(source)
-    body_path = export_body(head.states(mlm, source), mlm.config.vocab_size, work / "body.onnx")
+    (work / "body").mkdir()  # torch writes a large model's weights as one file per tensor beside it
+    body_path = export_body(head.states(mlm, source), mlm.config.vocab_size, work / "body" / "body.onnx")
     body, fusions = optimize_body(body_path, arch.optimizer, mlm.config)
     cpu_body, _ = optimize_body(body_path, arch.optimizer, mlm.config, unfused=CPU_UNFUSED)
-    body_path.unlink()
+    shutil.rmtree(work / "body")
 
     center = hidden_mean(mlm, source, parity_texts()) if screened else None
     write_head, decoder, tied = head.writer(mlm, source, center, vocab_chunk)
     parts = GraphParts(body, cpu_body, write_head, center, work)
-    files = {}
+    files, data = {}, {}
     for variant in wanted:
         model = BUILDERS[variant.name](parts)
         model.producer_name = "splade-rt"
         files[variant.name] = work / variant.file
-        onnx.save(model, str(files[variant.name]))
+        weights = save_graph(model, files[variant.name])
+        if weights is not None:
+            data[variant.name] = weights
     native_head = None
     if any(v.native for v in wanted):
         native_head = work / NATIVE_HEAD
         np.savez(native_head, **head_arrays(*decoder, center))
-    return ExportedGraphs(files=files, fusions=fusions, decoder_tied=tied, native_head=native_head)
+    return ExportedGraphs(files=files, data=data, fusions=fusions, decoder_tied=tied, native_head=native_head)
+
+
+def weight_bytes(model) -> int:
+    return sum(t.ByteSize() for t in model.graph.initializer)
+
+
+def save_graph(model, path: Path) -> Path | None:
+    """Save the graph; one whose weights pass EXTERNAL_DATA_BYTES keeps them in PATH.data beside it
+    (returned; None otherwise). The model in memory keeps its weights: onnx's external-data save
+    moves them out of the message, so they are read back."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    if weight_bytes(model) <= EXTERNAL_DATA_BYTES:
+        onnx.save(model, str(path))
+        return None
+    data = path.with_name(path.name + ".data")
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+                    size_threshold=1024)
+    load_external_data_for_model(model, str(path.parent))
+    onnx.checker.check_model(str(path))  # by path: the message alone is past protobuf's limit
+    return data
 
 
 def export_body(states, vocab_size: int, path: Path) -> Path:
@@ -152,18 +183,18 @@ def quantize_encoder(body, work: Path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = work / "encoder.fp32.onnx", work / "encoder.int8.onnx"
-    onnx.save(body, str(src))
+    large = save_graph(body, src) is not None
     # reduce_range: 7-bit weights. Without VNNI, onnxruntime's u8 x s8 kernels add product pairs in int16 with
     # saturation (onnxruntime's quantization docs); full-range weights saturate there. On the AVX2 EPYC of
     # 2026-12-07 (300 SciFact passages vs fp32): cosine min 0.9689 -> 0.9976, top-64 overlap 0.9415 -> 0.9796.
     with quiet(), _root_logger_quiet():
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
-                         reduce_range=True,
+                         reduce_range=True, use_external_data_format=large,
                          weight_type=QuantType.QInt8,
                          extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
-    model = onnx.load(str(dst))
-    src.unlink()
-    dst.unlink()
+    model = onnx.load(str(dst))  # with its external data, where it has some
+    for path in work.glob("encoder.*"):  # the graphs and their weights files
+        path.unlink()
     return model
 
 
@@ -197,13 +228,36 @@ def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str
     for name in unfused:
         setattr(options, name, False)
     options.enable_gelu_approximation = approximate_gelu
+    # The optimizer's shape inference copies the whole model several times, and its fusion objects
+    # keep those copies in reference cycles. So a large embedding table (a Gather's data: the word
+    # embedding, 768 MiB for a 250k x 768 vocabulary) is held aside while it runs, its first row
+    # standing in: the fusions read only its width, and the table is put back whole after.
+    model = onnx.load(str(path))
+    gathered = {node.input[0] for node in model.graph.node if node.op_type == "Gather"}
+    held = {}
+    for init in model.graph.initializer:
+        if init.name in gathered and len(init.dims) == 2 and init.dims[0] > 1 and init.HasField("raw_data"):
+            data = init.raw_data
+            if len(data) >= LARGE_INITIALIZER:
+                held[init.name] = (init.dims[0], data)
+                init.raw_data = data[:len(data) // init.dims[0]]
+                init.dims[0] = 1
+            del data
     with quiet():
-        optimized = optimize_model(str(path), model_type=model_type, num_heads=config.num_attention_heads,
+        optimized = optimize_model(model, model_type=model_type, num_heads=config.num_attention_heads,
                                    hidden_size=config.hidden_size, opt_level=0, optimization_options=options)
     fusions = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-    if not any(op.domain == "com.microsoft" for op in optimized.model.opset_import):
-        optimized.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return optimized.model, fusions
+    model = optimized.model
+    del optimized
+    gc.collect()
+    for init in model.graph.initializer:
+        if init.name in held:
+            init.dims[0], init.raw_data = held.pop(init.name)
+    if held:
+        raise RuntimeError(f"the optimizer dropped the initializers {sorted(held)[:3]}")
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return model, fusions
 
 
 def to_fp16(model):

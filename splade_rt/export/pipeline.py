@@ -218,7 +218,10 @@ def _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_ch
 
     cfg, arch = mlm.config, source.architecture
     # each graph's precision only: which graph runs on which device is the provider table's order
-    entries = {path.name: _entry(path, precision=precision) for precision, path in graphs.files.items()}
+    entries = {path.name: _entry(path, precision=precision, **({"data": graphs.data[precision].name}
+                                                              if precision in graphs.data else {}))
+               for precision, path in graphs.files.items()}
+    entries.update({path.name: _entry(path) for path in graphs.data.values()})
     entries[tokenizer_json.name] = _entry(tokenizer_json)
     native_head = graphs.native_head
     if native_head is not None:
