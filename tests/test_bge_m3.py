@@ -183,6 +183,28 @@ def test_splade_bench_compares_with_flag_embedding(m3, tmp_path):
     assert "x FlagEmbedding" in proc.stdout
 
 
+def test_a_hub_id_downloads_the_weights_file_the_repository_has_and_the_sparse_head(tmp_path, monkeypatch):
+    """bge-m3's repository publishes pytorch_model.bin only: the download takes it, and sparse_linear.pt."""
+    import huggingface_hub
+
+    model = make_bge_m3(tmp_path / "model", layout="hub", max_length=MAX_LENGTH)
+    asked = {}
+
+    def snapshot_download(repo_id, allow_patterns):
+        asked[repo_id] = allow_patterns
+        return str(model)
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files",
+                        lambda repo_id: ["config.json", "pytorch_model.bin", "sparse_linear.pt", "colbert_linear.pt",
+                                         "tokenizer.json", "onnx/model.onnx", "1_Pooling/config.json"])
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    manifest = export_model("BAAI/bge-m3", tmp_path / "onnx", fp16=False, log=lambda _: None)
+    patterns = asked["BAAI/bge-m3"]
+    assert "pytorch_model.bin" in patterns and "sparse_linear.pt" in patterns
+    assert "model.safetensors" not in patterns and not any(p.endswith(".onnx") for p in patterns)
+    assert manifest["source"]["model"] == "BAAI/bge-m3" and manifest["model"]["heads"]["document"] == "token-max"
+
+
 def test_a_missing_sparse_head_is_one_line(tmp_path):
     model = make_bge_m3(tmp_path / "model", layout="hub", max_length=MAX_LENGTH)
     (model / "sparse_linear.pt").unlink()

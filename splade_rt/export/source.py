@@ -71,14 +71,8 @@ def _download(repo_id: str) -> Path:
         raise ModelSourceError("huggingface_hub is needed to download models: "
                                "pip install 'splade-rt[export]'") from None
     try:
-        from huggingface_hub import list_repo_files
-
-        files = set(list_repo_files(repo_id))
-        # one weights file (safetensors where both are published: bge-m3's repo has only the .bin) and
-        # bge-m3's sparse head where it is there
-        weights = next((w for w in _WEIGHT_FILES if w in files), _WEIGHT_FILES[0])
-        patterns = [*_HUB_PATTERNS, weights, f"*/{weights}", SPARSE_LINEAR]
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, allow_patterns=[*_HUB_PATTERNS, *_weights_patterns(repo_id),
+                                                               SPARSE_LINEAR]))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated, HTTP errors: one line for the user
         name = type(e).__name__
         raise ModelSourceError(
@@ -86,6 +80,19 @@ def _download(repo_id: str) -> Path:
             "if this machine is offline, pass a local model directory instead, "
             "e.g. splade-export path/to/splade-model -o out/"
         ) from None
+
+
+def _weights_patterns(repo_id: str) -> list[str]:
+    """One weights file: safetensors where the repository has it, else pytorch_model.bin (bge-m3's
+    repository has only the .bin). Both where the listing fails (offline, from the local cache)."""
+    try:
+        from huggingface_hub import list_repo_files
+
+        files = set(list_repo_files(repo_id))
+        names = [next((w for w in _WEIGHT_FILES if w in files), _WEIGHT_FILES[0])]
+    except Exception:  # noqa: BLE001 - snapshot_download says what is wrong, or serves the cache
+        names = list(_WEIGHT_FILES)
+    return [pattern for name in names for pattern in (name, f"*/{name}")]
 
 
 def _read_json(path: Path) -> dict:
