@@ -29,17 +29,7 @@ def append_token_head(model, weight: np.ndarray, bias: np.ndarray, *, vocab: int
     weight [hidden], bias [1]: the Linear(hidden, 1); dropped: token ids that never get a weight."""
     from onnx import TensorProto
 
-    from ..manifest import (
-        ATTENTION_MASK,
-        INPUT_IDS,
-        OUT_DENSE,
-        OUT_NZ_INDEX,
-        OUT_NZ_VALUE,
-        OUT_SPARSE,
-        OUT_TOP_INDICES,
-        OUT_TOP_VALUES,
-        TOP_K,
-    )
+    from .. import manifest as io  # the graph interface's names
 
     graph = model.graph
     if len(graph.output) != 1:
@@ -59,17 +49,17 @@ def append_token_head(model, weight: np.ndarray, bias: np.ndarray, *, vocab: int
     # relu(h . w + b) per token, zero for padding and the dropped ids: [B, S]
     logit = b.node("Add", [b.node("MatMul", [hidden, w], "tok_logit3"), bias_c], "tok_logit3b")  # [B, S, 1]
     logit = b.node("Squeeze", [logit, "splade.tok.axis2"], "tok_logit")
-    mask_f = b.node("Cast", [ATTENTION_MASK], "tok_mask_f", to=TensorProto.FLOAT)
-    kept = b.node("Mul", [b.node("Gather", [keep, INPUT_IDS], "tok_keep_ids"), mask_f], "tok_kept")
+    mask_f = b.node("Cast", [io.ATTENTION_MASK], "tok_mask_f", to=TensorProto.FLOAT)
+    kept = b.node("Mul", [b.node("Gather", [keep, io.INPUT_IDS], "tok_keep_ids"), mask_f], "tok_kept")
     weights = b.node("Mul", [b.node("Relu", [logit], "tok_relu"), kept], "tok_weights")
 
-    # the max over each id's occurrences, kept at its first occurrence only: [B, S]
-    same = b.node("Equal", [b.node("Unsqueeze", [INPUT_IDS, "splade.tok.axis2"], "tok_ids_col"),
-                            b.node("Unsqueeze", [INPUT_IDS, "splade.tok.axis1"], "tok_ids_row")], "tok_same")  # [B,S,S]
+    # the max over each id's occurrences, kept at its first occurrence only: [B, S]; same: [B, S, S]
+    same = b.node("Equal", [b.node("Unsqueeze", [io.INPUT_IDS, "splade.tok.axis2"], "tok_ids_col"),
+                            b.node("Unsqueeze", [io.INPUT_IDS, "splade.tok.axis1"], "tok_ids_row")], "tok_same")
     others = b.node("Unsqueeze", [weights, "splade.tok.axis1"], "tok_weights_row")  # [B, 1, S]: token t's weight
     best = b.node("ReduceMax", [b.node("Where", [same, others, "splade.tok.zero"], "tok_same_w")], "tok_best",
                   axes=[2], keepdims=0)
-    seq = b.node("Shape", [INPUT_IDS], "tok_shape")
+    seq = b.node("Shape", [io.INPUT_IDS], "tok_shape")
     positions = b.node("Range", [b.const("tok.i0", np.array(0, np.int64)),
                                  b.node("Gather", [seq, b.const("tok.i1", np.array(1, np.int64))], "tok_seq"),
                                  b.const("tok.step", np.array(1, np.int64))], "tok_positions")  # [S]
@@ -86,24 +76,24 @@ def append_token_head(model, weight: np.ndarray, bias: np.ndarray, *, vocab: int
     # scatter the positive ones into [B, vocab]: their (row, id) coordinates are distinct
     where = b.node("NonZero", [b.node("Greater", [value, "splade.tok.zero"], "tok_positive")], "tok_where")
     where_t = b.node("Transpose", [where], "tok_where_t", perm=[1, 0])  # [n, 2] (row, position)
-    ids_at = b.node("GatherND", [INPUT_IDS, where_t], "tok_ids_at")  # [n]
+    ids_at = b.node("GatherND", [io.INPUT_IDS, where_t], "tok_ids_at")  # [n]
     rows = b.node("Gather", [where, b.const("tok.row", np.array(0, np.int64))], "tok_rows")  # [n]
     coords = b.node("Concat", [b.node("Unsqueeze", [rows, "splade.tok.axis1"], "tok_rows2"),
                                b.node("Unsqueeze", [ids_at, "splade.tok.axis1"], "tok_ids2")], "tok_coords", axis=1)
-    shape = b.node("Concat", [b.node("Slice", [b.node("Shape", [INPUT_IDS], "tok_shape2"),
+    shape = b.node("Concat", [b.node("Slice", [b.node("Shape", [io.INPUT_IDS], "tok_shape2"),
                                                b.const("tok.s0", np.array([0], np.int64)),
                                                b.const("tok.s1", np.array([1], np.int64))], "tok_batch"),
                               b.const("tok.vocab", np.array([vocab], np.int64))], "tok_out_shape", axis=0)
     zeros = b.node("ConstantOfShape", [shape], "tok_zeros")
-    sparse = b.node("ScatterND", [zeros, coords, b.node("GatherND", [value, where_t], "tok_values")], OUT_SPARSE)
-    nz = b.node("NonZero", [b.node("Greater", [sparse, "splade.tok.zero"], "tok_active")], OUT_NZ_INDEX)
-    b.node("GatherND", [sparse, b.node("Transpose", [nz], "tok_nz_t", perm=[1, 0])], OUT_NZ_VALUE)
-    b.multi("TopK", [sparse, TOP_K], [OUT_TOP_VALUES, OUT_TOP_INDICES], axis=-1, largest=1, sorted=1)
+    sparse = b.node("ScatterND", [zeros, coords, b.node("GatherND", [value, where_t], "tok_values")], io.OUT_SPARSE)
+    nz = b.node("NonZero", [b.node("Greater", [sparse, "splade.tok.zero"], "tok_active")], io.OUT_NZ_INDEX)
+    b.node("GatherND", [sparse, b.node("Transpose", [nz], "tok_nz_t", perm=[1, 0])], io.OUT_NZ_VALUE)
+    b.multi("TopK", [sparse, io.TOP_K], [io.OUT_TOP_VALUES, io.OUT_TOP_INDICES], axis=-1, largest=1, sorted=1)
     hidden_size = weight.size
     if dense:
         cls = b.node("Gather", [hidden, b.const("tok.cls", np.array(0, np.int64))], "tok_cls", axis=1)  # [B, H]
         norm = b.node("ReduceL2", [cls], "tok_norm", axes=[1], keepdims=1)
         norm = b.node("Max", [norm, b.const("tok.eps", np.array(NORMALIZE_EPS, np.float32))], "tok_norm_eps")
-        b.node("Div", [cls, norm], OUT_DENSE)
+        b.node("Div", [cls, norm], io.OUT_DENSE)
     b.commit()
     return set_sparse_outputs(model, vocab, dense_size=hidden_size if dense else None)
