@@ -78,6 +78,11 @@ class GraphParts:
         """The encoder (the CPU one by default) with the export's head appended (kernels/)."""
         return self.write_head(copy.deepcopy(self.cpu_body if encoder is None else encoder), screened)
 
+    def release_cpu_encoders(self) -> None:
+        self.cpu_body = None
+        self.__dict__.pop("int8_body", None)  # the cached_property's value
+        gc.collect()
+
     @functools.cached_property
     def int8_body(self):
         """The CPU encoder's matrix products in int8 (quantize_encoder), shared by int8 and int8-native."""
@@ -96,6 +101,9 @@ BUILDERS: dict[str, Callable[[GraphParts], Any]] = {
     "int8": lambda parts: parts.with_head(screened=parts.center is not None, encoder=parts.int8_body),
     "int8-native": lambda parts: parts.int8_body,
 }
+# the BUILDERS that read the fused encoder (parts.body): built last, once the CPU encoders are freed, so that
+# at most one fp32 encoder is alive beside the torch model (onnxruntime's fp16 converter copies its input)
+FUSED_ENCODER = ("fp16",)
 
 
 def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True,
@@ -118,14 +126,20 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     center = hidden_mean(mlm, source, parity_texts()) if screened else None
     write_head, decoder, tied = head.writer(mlm, source, center, vocab_chunk)
     parts = GraphParts(body, cpu_body, write_head, center, work)
+    del body, cpu_body  # parts holds them, and lets each go when no later graph needs it
     files, data = {}, {}
-    for variant in wanted:
+    for variant in sorted(wanted, key=lambda v: v.name in FUSED_ENCODER):
+        if variant.name in FUSED_ENCODER:
+            parts.release_cpu_encoders()
         model = BUILDERS[variant.name](parts)
         model.producer_name = "splade-rt"
         files[variant.name] = work / variant.file
         weights = save_graph(model, files[variant.name])
+        del model  # saved: the next graph is built without this one alive
         if weights is not None:
             data[variant.name] = weights
+    del parts
+    gc.collect()
     native_head = None
     if any(v.native for v in wanted):
         native_head = work / NATIVE_HEAD
@@ -146,6 +160,7 @@ def save_graph(model, path: Path) -> Path | None:
 
     if weight_bytes(model) <= EXTERNAL_DATA_BYTES:
         onnx.save(model, str(path))
+        onnx.checker.check_model(str(path))  # by path: no second copy of the model in memory
         return None
     data = path.with_name(path.name + ".data")
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
@@ -230,19 +245,26 @@ def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str
     options.enable_gelu_approximation = approximate_gelu
     # The optimizer's shape inference copies the whole model several times, and its fusion objects
     # keep those copies in reference cycles. So a large embedding table (a Gather's data: the word
-    # embedding, 768 MiB for a 250k x 768 vocabulary) is held aside while it runs, its first row
-    # standing in: the fusions read only its width, and the table is put back whole after.
-    model = onnx.load(str(path))
-    gathered = {node.input[0] for node in model.graph.node if node.op_type == "Gather"}
+    # embedding, 768 MiB for a 250k x 768 vocabulary) is held aside while it runs, its first rows
+    # standing in (one more than the other tables', which the embedding fusion expects): the fusions
+    # read only its width, and the table is put back whole after.
+    loaded = onnx.load(str(path))
+    gathered = {node.input[0] for node in loaded.graph.node if node.op_type == "Gather"}
+    tables = [init for init in loaded.graph.initializer if init.name in gathered and len(init.dims) == 2]
     held = {}
-    for init in model.graph.initializer:
-        if init.name in gathered and len(init.dims) == 2 and init.dims[0] > 1 and init.HasField("raw_data"):
+    for init in tables:
+        if init.HasField("raw_data") and init.dims[0] > 1:
             data = init.raw_data
             if len(data) >= LARGE_INITIALIZER:
-                held[init.name] = (init.dims[0], data)
-                init.raw_data = data[:len(data) // init.dims[0]]
-                init.dims[0] = 1
+                rows = 1 + max((t.dims[0] for t in tables if t.name != init.name), default=0)
+                if rows < init.dims[0]:
+                    held[init.name] = (init.dims[0], data)
+                    init.raw_data = data[:len(data) // init.dims[0] * rows]
+                    init.dims[0] = rows
             del data
+    model = onnx.ModelProto()
+    model.CopyFrom(loaded)  # a message without the replaced bytes (its arena would keep them)
+    del loaded
     with quiet():
         optimized = optimize_model(model, model_type=model_type, num_heads=config.num_attention_heads,
                                    hidden_size=config.hidden_size, opt_level=0, optimization_options=options)
@@ -266,13 +288,18 @@ def to_fp16(model):
     LayerNorm stays safe: the export emits LayerNormalization ops and the optimizer fuses them into
     (Skip/EmbedLayer)Normalization kernels, which accumulate in fp32 on CUDA; a decomposed
     Pow/ReduceMean LayerNorm, the known fp16 overflow, is refused rather than converted.
+    Converts `model` itself, no copy (a third fp32 copy of a 250k-vocabulary model is 800 MiB):
+    BUILDERS passes it a graph of its own (with_head's).
     """
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     decomposed = [n.name for n in model.graph.node if n.op_type == "Pow"]
     if decomposed:
         raise RuntimeError(f"unfused LayerNorm (Pow nodes {decomposed[:3]}) would overflow in fp16")
-    half = OnnxModel(copy.deepcopy(model))
+    half = OnnxModel(model)
     with quiet():
         half.convert_float_to_float16(keep_io_types=True, op_block_list=fp16_keep_fp32(), use_symbolic_shape_infer=True)
-    return half.model
+    model = half.model
+    del half
+    gc.collect()  # the converter's shape inference keeps model copies in reference cycles
+    return model

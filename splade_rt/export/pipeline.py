@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ExportDirError, ModelSourceError, SpladeError
 from ..kernels import DEFAULT_VOCAB_CHUNK
+from ..machine import peak_rss_mib
 from ..manifest import FORMAT_VERSION, read_manifest, sha256_file, write_manifest
 from .source import SourceModel, resolve_source
 
@@ -84,6 +85,7 @@ def export_model(
             log(line)
         manifest = _manifest(source, mlm, graphs, tokenizer_json, query_table, parity, vocab_chunk)
         manifest["export_seconds"] = round(time.perf_counter() - start, 2)
+        manifest["export_peak_rss_bytes"] = int(peak_rss_mib() * 2**20)  # this process's, so far (VmHWM)
         write_manifest(work, manifest)
         if not parity["passed"]:
             raise ParityError("exported graph failed the parity check (numbers above); nothing was written")
@@ -91,7 +93,8 @@ def export_model(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    log(f"wrote {out} in {manifest['export_seconds']:.1f} s: "
+    log(f"wrote {out} in {manifest['export_seconds']:.1f} s, peak RSS "
+        f"{manifest['export_peak_rss_bytes'] / 2**30:.2f} GiB: "
         + ", ".join(f"{name} {info['bytes'] / 2**20:.1f} MiB" for name, info in manifest["files"].items()))
     return manifest
 

@@ -68,9 +68,10 @@ def decoder_parameters(mlm, arch: Architecture) -> tuple[np.ndarray, np.ndarray,
     """(weight [vocab, hidden], bias [vocab], tied to the word embedding) of the vocab projection."""
     decoder = arch.attribute(mlm, arch.decoder)
     bias = decoder.bias if decoder.bias is not None else arch.attribute(mlm, arch.bias)
-    weight = decoder.weight.detach().numpy().astype(np.float32)
+    # the parameters' own memory where they are fp32 already (read only): no copy of a 250k-row decoder
+    weight = np.asarray(decoder.weight.detach().numpy(), dtype=np.float32)
     tied = decoder.weight.data_ptr() == arch.attribute(mlm, arch.embeddings).weight.data_ptr()
-    return weight, bias.detach().numpy().astype(np.float32), tied
+    return weight, np.asarray(bias.detach().numpy(), dtype=np.float32), tied
 
 
 # the most [rows, seq, vocab] logits the reference holds at once (2^27 floats: 512 MiB, two copies alive)

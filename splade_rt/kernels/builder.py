@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-CHECK_IN_MEMORY_BYTES = 1 << 31  # onnx's checker serializes the model: one protobuf message, at most 2 GiB
-
 
 class GraphBuilder:
     """Appends named nodes and initializers under the 'splade/' prefix."""
@@ -46,8 +44,7 @@ class GraphBuilder:
 
 def set_sparse_outputs(model, vocab: int, dense_size: int | None = None):
     """The graph interface of every fused head (manifest.py): top_k in; the dense vector, its top-k and
-    its non-zeros out (and the dense embedding, where the head gives one); checked."""
-    import onnx
+    its non-zeros out (and the dense embedding, where the head gives one)."""
     from onnx import TensorProto, helper
 
     from ..manifest import OUT_DENSE, OUT_NZ_INDEX, OUT_NZ_VALUE, OUT_SPARSE, OUT_TOP_INDICES, OUT_TOP_VALUES, TOP_K
@@ -64,6 +61,4 @@ def set_sparse_outputs(model, vocab: int, dense_size: int | None = None):
     ])
     if dense_size is not None:
         graph.output.append(helper.make_tensor_value_info(OUT_DENSE, TensorProto.FLOAT, ["batch", dense_size]))
-    if sum(t.ByteSize() for t in graph.initializer) < CHECK_IN_MEMORY_BYTES:
-        onnx.checker.check_model(model)  # a larger one is checked by path once saved (export.graph.save_graph)
-    return model
+    return model  # checked once saved, by path (export.graph.save_graph): no second copy in memory

@@ -46,7 +46,7 @@ def head_arrays(weight: np.ndarray, bias: np.ndarray, center: np.ndarray | None)
     from .screening import screen_bound
 
     bound = screen_bound(weight, bias, center)
-    return {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32), "center": bound["center"],
+    return {"weight": np.asarray(weight, np.float32), "bias": bias.astype(np.float32), "center": bound["center"],
             "wq": bound["rows"]["wq"], "scale": bound["rows"]["scale"], "coeff": bound["coeff"],
             "const": bound["const"]}
 
