@@ -146,7 +146,9 @@ def openvino_details(model) -> dict:
         compiled = compiled.get_compiled_model() if hasattr(compiled, "get_compiled_model") else compiled
         for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
             with contextlib.suppress(Exception):
-                out["openvino_" + key.lower()] = str(compiled.get_property(key))
+                value = compiled.get_property(key)  # the precision is an openvino Type: its name, "f32"
+                name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+                out["openvino_" + key.lower()] = name
     except Exception as e:  # noqa: BLE001 (a detail: the run goes on without it)
         out["openvino_details_error"] = f"{type(e).__name__}: {e}"[:200]
     return out
@@ -279,7 +281,8 @@ def prepare_openvino(spec: dict, out_path: str) -> None:
     "calibration") are written as one JSON-lines file in such a directory and named there. The rest
     (its tokenization, padded to 384, its sample count, its file name) is the function's own."""
     cache = Path.cwd() / "hf-cache"  # the worker's temporary directory: the calibration set's arrow cache
-    os.environ["HF_HUB_CACHE"] = os.environ["HF_DATASETS_CACHE"] = str(cache)
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE"):  # optimum-intel reads the old name
+        os.environ[name] = str(cache)
     from optimum.intel import OVQuantizationConfig
     from sentence_transformers import SparseEncoder, export_static_quantized_openvino_model
 

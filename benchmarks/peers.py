@@ -9,7 +9,7 @@ onnxruntime and tokenizers pins. Its OpenVINO backend needs optimum-intel, whose
 is not optimum-onnx's (2.1). So each peer gets a virtual environment that this module creates
 itself, under benchmarks/.cache/venvs/<name>, from the pins in REQUIREMENTS below; it is kept
 between runs and recreated when the pins (or the Python) change. Creating the ONNX ones takes about
-two minutes with the local torch wheel, the OpenVINO one about INSTALL_TIME (its marker file records
+two minutes with the local torch wheel, the OpenVINO one about three (its marker file records
 each install's time).
 
 The peers:
