@@ -299,6 +299,7 @@ def to_fp16(model):
     half = OnnxModel(model)
     with quiet():
         half.convert_float_to_float16(keep_io_types=True, op_block_list=fp16_keep_fp32(), use_symbolic_shape_infer=True)
+        half.topological_sort()  # the converter appends its Casts at the end; ONNX wants nodes in order
     model = half.model
     del half
     gc.collect()  # the converter's shape inference keeps model copies in reference cycles
