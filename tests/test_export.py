@@ -92,6 +92,64 @@ def test_fp16_graph_keeps_topk_in_fp16_with_fp32_outputs(export_dir):
     assert sum(np.prod(i.dims) for i in half) > 4_000_000  # the weights really are fp16
 
 
+def test_fp16_weights_converted_in_blocks_as_onnxruntime_converts_them(monkeypatch):
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    from splade_rt.export import graph
+
+    edges = np.array([0.0, -0.0, 1e-9, -1e-9, 5.96e-08, 3e-5, 1.0, -2.5, 65504.0, 7e4, -1e6, np.inf, -np.inf, np.nan],
+                     np.float32)
+    values = np.concatenate([edges, np.random.default_rng(0).normal(0, 30_000, 4_000).astype(np.float32)])
+    monkeypatch.setattr(graph, "FLOAT16_BLOCK", 97)  # many blocks, the last one partial
+    ours, theirs = graph.float16_in_blocks(values), convert_np_to_float16(values)
+    assert ours.dtype == theirs.dtype == np.float16
+    assert np.array_equal(ours.view(np.uint16), theirs.view(np.uint16))  # bit for bit, NaN and signed zero too
+    doubles = values.astype(np.float64)  # the converter's float_data path hands it float64
+    assert np.array_equal(graph.float16_in_blocks(doubles).view(np.uint16),
+                          convert_np_to_float16(doubles).view(np.uint16))
+
+
+def assert_same_graph(ours, theirs) -> None:
+    from onnx import numpy_helper
+
+    mine, other = ({i.name: i for i in m.graph.initializer} for m in (ours, theirs))
+    assert set(mine) == set(other)
+    for name in mine:
+        assert mine[name].data_type == other[name].data_type, name
+        assert np.array_equal(numpy_helper.to_array(mine[name]), numpy_helper.to_array(other[name])), name
+    assert [(n.op_type, list(n.input), list(n.output)) for n in ours.graph.node] == \
+        [(n.op_type, list(n.input), list(n.output)) for n in theirs.graph.node]
+    assert [i.name for i in ours.graph.input] == [i.name for i in theirs.graph.input]
+    assert {v.name: v.type.tensor_type.elem_type for v in ours.graph.value_info} == \
+        {v.name: v.type.tensor_type.elem_type for v in theirs.graph.value_info}
+
+
+@pytest.mark.parametrize("step", ["fp16", "int8"])
+def test_weights_held_aside_give_the_libraries_own_graph(export_dir, monkeypatch, tmp_path, step):
+    """to_fp16 and quantize_encoder hold large weights out of onnxruntime's converter and quantizer
+    (both copy the model they read) and put them back after (to_fp16 converting them itself): each
+    graph must be the one the library makes with them inside."""
+    from splade_rt.export import graph
+
+    source = export_dir / ("model.fp32.onnx" if step == "fp16" else "model.states.onnx")
+
+    def build(threshold: int):
+        monkeypatch.setattr(graph, "LARGE_INITIALIZER", threshold)
+        model = onnx.load(str(source))
+        return graph.to_fp16(model) if step == "fp16" else graph.quantize_encoder(model, tmp_path)
+
+    calls = []
+    hold = graph._hold_aside
+    monkeypatch.setattr(graph, "_hold_aside", lambda model, rows: calls.append(rows) or hold(model, rows))
+    held, whole = build(1024), build(1 << 40)
+    if step == "int8":
+        assert calls[0] and not calls[1]  # the path under test really held the word embedding aside
+    else:
+        big = [i for i in onnx.load(str(source)).graph.initializer if i.ByteSize() >= 1024]
+        assert len(big) >= 5
+    assert_same_graph(held, whole)
+
+
 def test_sentence_transformers_layouts_export_to_the_same_outputs(export_dir, st_dir, tmp_path):
     ids, mask = tokenized(st_dir)
     reference = run_sparse(export_dir / "model.fp32.onnx", ids, mask)
@@ -238,7 +296,7 @@ def test_a_new_variant_is_one_table_row_and_its_build_function(tmp_path, monkeyp
 
     def build(parts):  # the fp32 head over the fused (GPU) encoder, every fusion on
         built.append(row.name)
-        return parts.with_head(screened=False, encoder=parts.body)
+        return parts.with_head(screened=False, encoder=parts.fused_body())
 
     monkeypatch.setitem(graph.BUILDERS, row.name, build)
     tiny = make_tiny_model(tmp_path / "tiny")

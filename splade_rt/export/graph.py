@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import gc
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..heads import HEADS
 from ..kernels.native_head import head_arrays
+from ..machine import release_freed_memory
 from ..manifest import ATTENTION_MASK, INPUT_IDS
 from ..variants import VARIANTS
 from .heads import Writer, export_head
@@ -64,29 +64,43 @@ class ExportedGraphs:
 
 @dataclass
 class GraphParts:
-    """What the variants' graphs are built from, made once per export: the encoder (fused for the GPU,
-    CPU_UNFUSED for the CPU graphs), the head's writer (export.heads), and the screen's centre (None
-    without screening)."""
+    """What the variants' graphs are built from: the encoder as exported (body_path), optimized for the
+    CPU (CPU_UNFUSED left out; made when first read, then shared) or fused for the GPU (made for each
+    reader), the head's writer (export.heads), and the screen's centre (None without screening)."""
 
-    body: Any  # onnx.ModelProto, every fusion
-    cpu_body: Any  # onnx.ModelProto, CPU_UNFUSED left out
+    body_path: Path
+    optimizer: str | None
+    config: Any
     write_head: Writer
     center: np.ndarray | None
     work: Path
+    fusions: dict[str, int] | None = None  # the fused encoder's, once made
 
     def with_head(self, screened: bool, encoder=None):
-        """The encoder (the CPU one by default) with the export's head appended (kernels/)."""
-        return self.write_head(copy.deepcopy(self.cpu_body if encoder is None else encoder), screened)
+        """The encoder (a copy of the CPU one by default) with the export's head appended (kernels/)."""
+        return self.write_head(copy.deepcopy(self.cpu_body) if encoder is None else encoder, screened)
 
-    def release_cpu_encoders(self) -> None:
-        self.cpu_body = None
-        self.__dict__.pop("int8_body", None)  # the cached_property's value
-        gc.collect()
+    @functools.cached_property
+    def cpu_body(self):
+        return optimize_body(self.body_path, self.optimizer, self.config, unfused=CPU_UNFUSED)[0]
 
     @functools.cached_property
     def int8_body(self):
-        """The CPU encoder's matrix products in int8 (quantize_encoder), shared by int8 and int8-native."""
-        return quantize_encoder(self.cpu_body, self.work)
+        """The CPU encoder's matrix products in int8 (quantize_encoder), shared by int8 and int8-native.
+        Made from the CPU encoder, which it takes over: INT8_ENCODER's graphs are built after the others."""
+        self.cpu_body  # noqa: B018  (made, where no graph read it yet)
+        return quantize_encoder(self.__dict__.pop("cpu_body"), self.work)
+
+    def release_cpu_encoders(self) -> None:
+        self.__dict__.pop("cpu_body", None)  # the cached_properties' values
+        self.__dict__.pop("int8_body", None)
+        release_freed_memory()
+
+    def fused_body(self):
+        """A fused encoder of the caller's own, every fusion (counted in self.fusions): not kept, so the
+        graph built on it is its one holder (to_fp16 converts it in place)."""
+        body, self.fusions = optimize_body(self.body_path, self.optimizer, self.config)
+        return body
 
 
 # each variant's graph, by the variant table's name (splade_rt.variants.VARIANTS): the build code of a row
@@ -96,14 +110,17 @@ BUILDERS: dict[str, Callable[[GraphParts], Any]] = {
     "fp32-screened": lambda parts: parts.with_head(screened=True),
     # the encoder stops at the states; the native head pools them with NATIVE_HEAD's arrays
     "fp32-native": lambda parts: parts.cpu_body,
-    "fp16": lambda parts: to_fp16(parts.with_head(screened=False, encoder=parts.body)),
+    "fp16": lambda parts: to_fp16(parts.with_head(screened=False, encoder=parts.fused_body())),
     # the head stays exact over the int8 encoder's states (screened where the export screens)
-    "int8": lambda parts: parts.with_head(screened=parts.center is not None, encoder=parts.int8_body),
+    "int8": lambda parts: parts.with_head(screened=parts.center is not None, encoder=copy.deepcopy(parts.int8_body)),
     "int8-native": lambda parts: parts.int8_body,
 }
-# the BUILDERS that read the fused encoder (parts.body): built last, once the CPU encoders are freed, so that
-# at most one fp32 encoder is alive beside the torch model (onnxruntime's fp16 converter copies its input)
+# the BUILDERS that read the fused encoder (GraphParts.fused_body): built after every CPU graph, once the CPU
+# encoders are let go, so that at most one optimized fp32 encoder is alive beside the torch model
 FUSED_ENCODER = ("fp16",)
+# the BUILDERS that read the int8 encoder (GraphParts.int8_body, which takes the CPU encoder over): built after
+# the other CPU graphs
+INT8_ENCODER = ("int8", "int8-native")
 
 
 def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16: bool = True,
@@ -116,19 +133,14 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
     screened = screened and HEADS[source.head].vocab_projection
     options = {"fp16": fp16, "screened": screened, "int8": int8}
     wanted = [v for v in VARIANTS.values() if all(options[o] for o in v.requires)]
-    arch, head = source.architecture, export_head(source)
+    head = export_head(source)
     (work / "body").mkdir()  # torch writes a large model's weights as one file per tensor beside it
     body_path = export_body(head.states(mlm, source), mlm.config.vocab_size, work / "body" / "body.onnx")
-    body, fusions = optimize_body(body_path, arch.optimizer, mlm.config)
-    cpu_body, _ = optimize_body(body_path, arch.optimizer, mlm.config, unfused=CPU_UNFUSED)
-    shutil.rmtree(work / "body")
-
     center = hidden_mean(mlm, source, parity_texts()) if screened else None
     write_head, decoder, tied = head.writer(mlm, source, center, vocab_chunk)
-    parts = GraphParts(body, cpu_body, write_head, center, work)
-    del body, cpu_body  # parts holds them, and lets each go when no later graph needs it
+    parts = GraphParts(body_path, source.architecture.optimizer, mlm.config, write_head, center, work)
     files, data = {}, {}
-    for variant in sorted(wanted, key=lambda v: v.name in FUSED_ENCODER):
+    for variant in sorted(wanted, key=lambda v: (v.name in FUSED_ENCODER, v.name in INT8_ENCODER)):
         if variant.name in FUSED_ENCODER:
             parts.release_cpu_encoders()
         model = BUILDERS[variant.name](parts)
@@ -136,10 +148,16 @@ def build_graphs(mlm, source: SourceModel, work: Path, *, vocab_chunk: int, fp16
         files[variant.name] = work / variant.file
         weights = save_graph(model, files[variant.name])
         del model  # saved: the next graph is built without this one alive
+        release_freed_memory()
         if weights is not None:
             data[variant.name] = weights
+    if parts.fusions is None:  # no fused graph written: the manifest still says what the optimizer fuses
+        parts.release_cpu_encoders()
+        parts.fused_body()
+    fusions = parts.fusions
     del parts
-    gc.collect()
+    shutil.rmtree(work / "body")
+    release_freed_memory()
     native_head = None
     if any(v.native for v in wanted):
         native_head = work / NATIVE_HEAD
@@ -193,24 +211,55 @@ def quantize_encoder(body, work: Path):
     """The encoder's MatMuls with constant weights, attention's projections among them, in int8
     (onnxruntime's dynamic quantization: int8 weights per output channel, activations quantized per
     call). The word embedding stays fp32, so the tied decoder is still stored once, and the head
-    appended after it stays exact."""
+    appended after it stays exact. Takes `body` over: the quantizer copies the model it reads, so
+    the large initializers it leaves alone (the word embedding) are held aside while it runs."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    quantized = ("MatMul", "Attention")
+    read = {name for node in body.graph.node if node.op_type in quantized for name in node.input}
+    held = _hold_aside(body, {init.name: 1 for init in body.graph.initializer if init.name not in read
+                              and len(init.dims) == 2 and init.ByteSize() >= LARGE_INITIALIZER})
     src, dst = work / "encoder.fp32.onnx", work / "encoder.int8.onnx"
     large = save_graph(body, src) is not None
+    del body  # the caller's was its last other reference
+    release_freed_memory()
     # reduce_range: 7-bit weights. Without VNNI, onnxruntime's u8 x s8 kernels add product pairs in int16 with
     # saturation (onnxruntime's quantization docs); full-range weights saturate there. On the AVX2 EPYC of
     # 2026-12-07 (300 SciFact passages vs fp32): cosine min 0.9689 -> 0.9976, top-64 overlap 0.9415 -> 0.9796.
     with quiet(), _root_logger_quiet():
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(quantized), per_channel=True,
                          reduce_range=True, use_external_data_format=large,
                          weight_type=QuantType.QInt8,
                          extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
     model = onnx.load(str(dst))  # with its external data, where it has some
     for path in work.glob("encoder.*"):  # the graphs and their weights files
         path.unlink()
+    _put_back(model, held, "the quantizer")
     return model
+
+
+def _hold_aside(model, rows: dict[str, int]) -> dict[str, tuple[int, bytes]]:
+    """Each initializer named in `rows` cut to its first rows[name] rows, for a tool that reads only its
+    width (its bytes and row count returned, for _put_back)."""
+    held = {}
+    for init in model.graph.initializer:
+        keep = rows.get(init.name)
+        if keep is not None and init.HasField("raw_data") and keep < init.dims[0]:
+            data = init.raw_data
+            held[init.name] = (init.dims[0], data)
+            init.raw_data = data[:len(data) // init.dims[0] * keep]
+            init.dims[0] = keep
+            del data
+    return held
+
+
+def _put_back(model, held: dict[str, tuple[int, bytes]], tool: str) -> None:
+    for init in model.graph.initializer:
+        if init.name in held:
+            init.dims[0], init.raw_data = held.pop(init.name)
+    if held:
+        raise RuntimeError(f"{tool} dropped the initializers {sorted(held)[:3]}")
 
 
 @contextlib.contextmanager
@@ -250,18 +299,11 @@ def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str
     # read only its width, and the table is put back whole after.
     loaded = onnx.load(str(path))
     gathered = {node.input[0] for node in loaded.graph.node if node.op_type == "Gather"}
-    tables = [init for init in loaded.graph.initializer if init.name in gathered and len(init.dims) == 2]
-    held = {}
-    for init in tables:
-        if init.HasField("raw_data") and init.dims[0] > 1:
-            data = init.raw_data
-            if len(data) >= LARGE_INITIALIZER:
-                rows = 1 + max((t.dims[0] for t in tables if t.name != init.name), default=0)
-                if rows < init.dims[0]:
-                    held[init.name] = (init.dims[0], data)
-                    init.raw_data = data[:len(data) // init.dims[0] * rows]
-                    init.dims[0] = rows
-            del data
+    tables = {init.name: init.dims[0] for init in loaded.graph.initializer
+              if init.name in gathered and len(init.dims) == 2}
+    held = _hold_aside(loaded, {init.name: 1 + max((r for n, r in tables.items() if n != init.name), default=0)
+                                for init in loaded.graph.initializer
+                                if init.name in tables and init.ByteSize() >= LARGE_INITIALIZER})
     model = onnx.ModelProto()
     model.CopyFrom(loaded)  # a message without the replaced bytes (its arena would keep them)
     del loaded
@@ -271,12 +313,8 @@ def optimize_body(path: Path, model_type: str | None, config, unfused: tuple[str
     fusions = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     model = optimized.model
     del optimized
-    gc.collect()
-    for init in model.graph.initializer:
-        if init.name in held:
-            init.dims[0], init.raw_data = held.pop(init.name)
-    if held:
-        raise RuntimeError(f"the optimizer dropped the initializers {sorted(held)[:3]}")
+    release_freed_memory()
+    _put_back(model, held, "the optimizer")
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return model, fusions
@@ -288,19 +326,64 @@ def to_fp16(model):
     LayerNorm stays safe: the export emits LayerNormalization ops and the optimizer fuses them into
     (Skip/EmbedLayer)Normalization kernels, which accumulate in fp32 on CUDA; a decomposed
     Pow/ReduceMean LayerNorm, the known fp16 overflow, is refused rather than converted.
-    Converts `model` itself, no copy (a third fp32 copy of a 250k-vocabulary model is 800 MiB):
-    BUILDERS passes it a graph of its own (with_head's).
+    Converts `model` itself, no copy (a 250k-vocabulary model's fp32 weights are 800 MiB): BUILDERS
+    hands it the fused encoder with the head, which nothing else holds (GraphParts.fused_body).
+
+    onnxruntime's converter runs shape inference on copies of the whole model (three at once, 3 GiB
+    past the graph for a 250k x 768 word embedding, the export's peak). So the large weights are held
+    aside as graph inputs of the same type and shape while it runs, which it converts as it would
+    the initializers (an input it is not told to keep in fp32 turns fp16 in place), and they are put
+    back after, converted block by block (float16_in_blocks) where their input turned fp16.
     """
+    import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     decomposed = [n.name for n in model.graph.node if n.op_type == "Pow"]
     if decomposed:
         raise RuntimeError(f"unfused LayerNorm (Pow nodes {decomposed[:3]}) would overflow in fp16")
+    graph, keep_fp32 = model.graph, fp16_keep_fp32()
+    float_io = [v.name for v in [*graph.input, *graph.output] if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    read_in_fp16 = {name for node in graph.node if node.op_type not in keep_fp32 for name in node.input}
+    held = [init for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT
+            and init.HasField("raw_data") and init.ByteSize() >= LARGE_INITIALIZER and init.name in read_in_fp16]
+    for init in held:
+        graph.initializer.remove(init)
+        graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     half = OnnxModel(model)
     with quiet():
-        half.convert_float_to_float16(keep_io_types=True, op_block_list=fp16_keep_fp32(), use_symbolic_shape_infer=True)
-        half.topological_sort()  # the converter appends its Casts at the end; ONNX wants nodes in order
+        half.convert_float_to_float16(keep_io_types=float_io, op_block_list=keep_fp32, use_symbolic_shape_infer=True)
     model = half.model
     del half
-    gc.collect()  # the converter's shape inference keeps model copies in reference cycles
+    release_freed_memory()  # the converter's shape inference keeps model copies in reference cycles
+    graph = model.graph
+    inputs = {v.name: v for v in graph.input}
+    for init in held:
+        if inputs[init.name].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+            init.raw_data = float16_in_blocks(np.frombuffer(init.raw_data, np.float32)).tobytes()
+            init.data_type = onnx.TensorProto.FLOAT16
+        graph.input.remove(inputs[init.name])
+        graph.initializer.append(init)
+    with quiet():
+        OnnxModel(model).topological_sort()  # the converter appends its Casts at the end; ONNX wants nodes in order
     return model
+
+
+FLOAT16_BLOCK = 1 << 22  # elements converted at a time by float16_in_blocks
+
+
+def float16_in_blocks(array: np.ndarray, min_positive_val: float = 5.96e-08,
+                      max_finite_val: float = 65504.0) -> np.ndarray:
+    """onnxruntime's convert_np_to_float16, block by block: the same clamping (a magnitude below
+    min_positive_val to it, a finite one above max_finite_val to it, sign kept; 0, inf and NaN as they
+    are), then float16. Its whole-array version makes several temporaries the size of the input
+    (a 250k x 768 word embedding is 768 MiB)."""
+    out = np.empty(array.shape, np.float16)
+    flat, dst = array.reshape(-1), out.reshape(-1)
+    for start in range(0, flat.size, FLOAT16_BLOCK):
+        block = flat[start:start + FLOAT16_BLOCK]
+        magnitude = np.abs(block)
+        block = np.where((magnitude > 0) & (magnitude < min_positive_val), np.copysign(min_positive_val, block), block)
+        block = np.where((magnitude > max_finite_val) & np.isfinite(magnitude), np.copysign(max_finite_val, block),
+                         block)
+        dst[start:start + FLOAT16_BLOCK] = block
+    return out
