@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -129,6 +131,18 @@ def save_figure(fig, path: Path, title: str, dpi: int = 110) -> None:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the axes' own
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def write_results(report: dict, out: Path, name: str, plot) -> Path:
+    """REPORT as out/NAME-<cpu>.json and plot(report, png) beside it (name carries the date): a result
+    file says which CPU it came from. Returns the path without its suffix."""
+    slug = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{name}-{slug}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json and .png")
+    return stem
 
 
 def cell(entry: dict, key: str, fmt: str) -> str:

@@ -17,14 +17,12 @@ Writes benchmarks/results/export-memory-<date>-<cpu>.{json,png}.
 from __future__ import annotations
 
 import functools
-import json
-import re
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-from .common import CACHE, save_figure, script_parser
+from .common import CACHE, save_figure, script_parser, write_results
 
 # (module, function) of each step, in splade_rt.export
 STEPS = (("graph", "export_body"), ("graph", "hidden_mean"), ("graph", "optimize_body"), ("graph", "quantize_encoder"),
@@ -137,12 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{step['start_s']:7.1f}s {step['step']:<20} {step['seconds']:6.1f}s  RSS {step['rss_before_gib']:.2f} "
               f"-> peak {step['peak_gib']:.2f} -> {step['rss_after_gib']:.2f} GiB")
     print(f"export peak {report['export_peak_gib']:.2f} GiB, {report['export_seconds']:.0f} s")
-    slug = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"export-memory-{report['date']}-{slug}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, stem.with_suffix(".png"))
-    print(f"wrote {stem}.json and .png")
+    write_results(report, args.out, f"export-memory-{report['date']}", plot)
     return 0
 
 

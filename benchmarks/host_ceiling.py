@@ -13,12 +13,10 @@ Writes benchmarks/results/host-ceiling-2026-12-07-<cpu>.json and a .png beside i
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 import time
 
-from benchmarks.common import CACHE, cached_export, collection_texts, save_figure, script_parser
+from benchmarks.common import CACHE, cached_export, collection_texts, save_figure, script_parser, write_results
 
 DATE = "2026-12-07"
 
@@ -72,13 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     report.update(date=DATE, command=" ".join(["python -m benchmarks.host_ceiling", *given]),
                   wall_s=time.perf_counter() - started)
-    slug = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"host-ceiling-{DATE}-{slug}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, stem.with_suffix(".png"))
     print(describe(report))
-    print(f"wrote {stem}.json and .png")
+    write_results(report, args.out, f"host-ceiling-{DATE}", plot)
     return 0 if report["passed"] else 1
 
 

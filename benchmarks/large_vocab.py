@@ -25,7 +25,6 @@ Writes benchmarks/results/large-vocab-<date>-<cpu>.{json,png}.
 from __future__ import annotations
 
 import json
-import re
 import resource
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from .common import CACHE, REPO, collection_texts, save_figure, script_parser
+from .common import CACHE, REPO, collection_texts, save_figure, script_parser, write_results
 
 SHAPES = (("bert", 105_879), ("xlm-roberta", 250_002))
 HIDDEN, HEADS, MAX_LENGTH, BATCH = 768, 12, 256, 32
@@ -174,12 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: " + (f"{rate:.2f} passages/s, peak RSS {row['peak_rss_mib']:.0f} MiB"
                                    if rate else row.get("skipped") or row.get("error", "?")), flush=True)
     report["wall_s"] = time.perf_counter() - started
-    slug = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"large-vocab-{report['date']}-{slug}{'-quick' if args.quick else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, stem.with_suffix(".png"))
-    print(f"wrote {stem}.json and .png")
+    write_results(report, args.out, f"large-vocab-{report['date']}{'-quick' if args.quick else ''}", plot)
     return 0
 
 
